@@ -1,0 +1,108 @@
+"""One place for configuration: environment variables with local defaults.
+
+Every setting has an environment variable (see `.env.example`); a `.env` file at
+the repository root is read too, but a variable already set in the environment
+wins. Command-line tools layer their own flags on top with `add_arguments()` /
+`from_args()`.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a `.env` file; comments and blank lines ignored."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _setting(env: str, default: str, help_text: str):
+    return field(default=default, metadata={"env": env, "help": help_text})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection points, sizes and locations of every part of the platform."""
+
+    kafka_bootstrap: str = _setting("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, comma separated")
+    kafka_topic: str = _setting("KAFKA_TOPIC", "readings", "Kafka topic carrying readings")
+    kafka_partitions: str = _setting("KAFKA_PARTITIONS", "4", "partitions of the readings topic (make init)")
+    cassandra_hosts: str = _setting("CASSANDRA_HOSTS", "127.0.0.1", "Cassandra contact points, comma separated")
+    cassandra_port: str = _setting("CASSANDRA_PORT", "9042", "Cassandra native protocol port")
+    cassandra_keyspace: str = _setting("CASSANDRA_KEYSPACE", "smw", "Cassandra keyspace")
+    cassandra_replication: str = _setting(
+        "CASSANDRA_REPLICATION",
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        "replication map used when the keyspace is created",
+    )
+    cassandra_username: str = _setting("CASSANDRA_USERNAME", "", "Cassandra user (empty: no authentication)")
+    cassandra_password: str = _setting("CASSANDRA_PASSWORD", "", "Cassandra password")
+    rethinkdb_host: str = _setting("RETHINKDB_HOST", "127.0.0.1", "RethinkDB (or reqlite) host")
+    rethinkdb_port: str = _setting("RETHINKDB_PORT", "28015", "RethinkDB driver port")
+    rethinkdb_db: str = _setting("RETHINKDB_DB", "smw", "RethinkDB database")
+    spark_master: str = _setting("SPARK_MASTER", "local[*]", "Spark master URL")
+    data_dir: str = _setting("DATA_DIR", str(ROOT / "var" / "data"), "raw zone, quarantine and checkpoints")
+    var_dir: str = _setting("SMW_VAR_DIR", str(ROOT / "var"), "data and logs of the local services")
+    jars_dir: str = _setting("SMW_JARS_DIR", str(ROOT / ".deps" / "jars"), "jars fetched by make setup")
+    # Local stack (make up) only: where and how big the local services are.
+    kafka_controller_port: str = _setting("KAFKA_CONTROLLER_PORT", "9093", "local Kafka KRaft controller port")
+    kafka_heap: str = _setting("KAFKA_HEAP", "512m", "local Kafka broker heap")
+    cassandra_storage_port: str = _setting("CASSANDRA_STORAGE_PORT", "7000", "local Cassandra internode port")
+    cassandra_heap: str = _setting("CASSANDRA_HEAP", "1G", "local Cassandra heap (at most 1G on a laptop)")
+    service_timeout_s: str = _setting("SMW_SERVICE_TIMEOUT_S", "180", "seconds to wait for a local service to be ready")
+
+    # Typed views -----------------------------------------------------------
+    @property
+    def cassandra_host_list(self) -> list[str]:
+        return [h.strip() for h in self.cassandra_hosts.split(",") if h.strip()]
+
+    @property
+    def kafka_bootstrap_list(self) -> list[str]:
+        return [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap_list[0].rsplit(":", 1)[1])
+
+    def replace(self, **changes: str) -> "Settings":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load(environ: dict[str, str] | None = None, dotenv: Path | None = ROOT / ".env") -> Settings:
+    """Settings from `.env`, overridden by the environment."""
+    values = _read_dotenv(dotenv) if dotenv else {}
+    values.update(os.environ if environ is None else environ)
+    kwargs = {f.name: values[f.metadata["env"]] for f in fields(Settings) if f.metadata["env"] in values}
+    return Settings(**kwargs)
+
+
+def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add `--kafka-bootstrap` style overrides for the named settings."""
+    by_name = {f.name: f for f in fields(Settings)}
+    for name in names:
+        f = by_name[name]
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            default=None,
+            help=f"{f.metadata['help']} (env {f.metadata['env']}, default from environment)",
+        )
+
+
+def from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment with any command-line overrides applied."""
+    names = {f.name for f in fields(Settings)}
+    return load().replace(**{k: v for k, v in vars(args).items() if k in names})

@@ -1,0 +1,43 @@
+"""The reading: one definition for every part of the platform.
+
+A reading is one power sample of one meter (a REDD channel) of one house:
+
+| field     | type    | meaning                                                  |
+|-----------|---------|----------------------------------------------------------|
+| house_id  | string  | house identifier; the Kafka key                          |
+| meter     | int32   | channel number within the house (labels repeat, so never |
+|           |         | key by label)                                            |
+| label     | string  | raw label as the source spells it (REDD typos kept)      |
+| appliance | string  | normalised appliance name                                |
+| ts_s      | float64 | UTC epoch seconds, fractional allowed                    |
+| power_w   | float64 | watts, negative when exporting                           |
+
+The raw zone adds `date` (the partition column, see docs/raw-zone.md).
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("house_id", pa.string()),
+    ("meter", pa.int32()),
+    ("label", pa.string()),
+    ("appliance", pa.string()),
+    ("ts_s", pa.float64()),
+    ("power_w", pa.float64()),
+)
+NAMES = tuple(name for name, _ in FIELDS)
+
+READING_ARROW = pa.schema([pa.field(name, dtype, nullable=False) for name, dtype in FIELDS])
+
+# Spark DDL of the same schema; kept as text so that processes without pyspark
+# (the web app, producers) can import this module.
+_SPARK_TYPES = {pa.string(): "STRING", pa.int32(): "INT", pa.float64(): "DOUBLE"}
+READING_DDL = ", ".join(f"{name} {_SPARK_TYPES[dtype]} NOT NULL" for name, dtype in FIELDS)
+
+
+def reading_spark_schema():
+    """The reading schema as a pyspark StructType (imports pyspark lazily)."""
+    from pyspark.sql.types import StructType
+
+    return StructType.fromDDL(READING_DDL)
