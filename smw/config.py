@@ -54,7 +54,12 @@ class Settings:
     rethinkdb_host: str = _setting("RETHINKDB_HOST", "127.0.0.1", "RethinkDB (or reqlite) host")
     rethinkdb_port: str = _setting("RETHINKDB_PORT", "28015", "RethinkDB driver port")
     rethinkdb_db: str = _setting("RETHINKDB_DB", "smw", "RethinkDB database")
-    spark_master: str = _setting("SPARK_MASTER", "local[*]", "Spark master URL")
+    spark_master: str = _setting("SPARK_MASTER", "local[*]", "Spark master URL (python -m runs; spark-submit takes --master)")
+    spark_driver_memory: str = _setting("SPARK_DRIVER_MEMORY", "2g", "Spark driver memory (python -m runs)")
+    spark_driver_host: str = _setting(
+        "SPARK_DRIVER_HOST", "127.0.0.1", "address the Spark driver and UI bind to (local masters only)"
+    )
+    spark_shuffle_partitions: str = _setting("SPARK_SHUFFLE_PARTITIONS", "8", "spark.sql.shuffle.partitions")
     data_dir: str = _setting("DATA_DIR", str(ROOT / "var" / "data"), "raw zone, quarantine and checkpoints")
     var_dir: str = _setting("SMW_VAR_DIR", str(ROOT / "var"), "data and logs of the local services")
     jars_dir: str = _setting("SMW_JARS_DIR", str(ROOT / ".deps" / "jars"), "jars fetched by make setup")

@@ -30,14 +30,15 @@ NAMES = tuple(name for name, _ in FIELDS)
 
 READING_ARROW = pa.schema([pa.field(name, dtype, nullable=False) for name, dtype in FIELDS])
 
-# Spark DDL of the same schema; kept as text so that processes without pyspark
-# (the web app, producers) can import this module.
-_SPARK_TYPES = {pa.string(): "STRING", pa.int32(): "INT", pa.float64(): "DOUBLE"}
-READING_DDL = ", ".join(f"{name} {_SPARK_TYPES[dtype]} NOT NULL" for name, dtype in FIELDS)
+# Spark SQL type names of the same fields; pyspark is imported lazily so that
+# processes without it (the web app, producers) can import this module.
+_SPARK_TYPES = {pa.string(): "string", pa.int32(): "integer", pa.float64(): "double"}
+READING_DDL = ", ".join(f"{name} {_SPARK_TYPES[dtype]}" for name, dtype in FIELDS)
 
 
 def reading_spark_schema():
-    """The reading schema as a pyspark StructType (imports pyspark lazily)."""
-    from pyspark.sql.types import StructType
+    """The reading schema as a pyspark StructType."""
+    from pyspark.sql import types as T
 
-    return StructType.fromDDL(READING_DDL)
+    spark_type = {pa.string(): T.StringType(), pa.int32(): T.IntegerType(), pa.float64(): T.DoubleType()}
+    return T.StructType([T.StructField(name, spark_type[dtype], nullable=False) for name, dtype in FIELDS])

@@ -1,0 +1,78 @@
+"""Cassandra connections for every process: one Cluster per process, prepared statements."""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+from smw import config
+
+log = logging.getLogger(__name__)
+
+CQL_DIR = config.ROOT / "infra" / "cql"
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
+
+
+def check_identifier(name: str) -> str:
+    """A keyspace name is spliced into DDL (it cannot be a bind marker): validate it."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"invalid Cassandra identifier {name!r}: letters, digits and _ only")
+    return name
+
+
+def cluster(
+    settings: config.Settings | None = None, connect_timeout_s: float = 5.0, request_timeout_s: float = 10.0
+) -> Cluster:
+    """A driver Cluster: token-aware routing within the local data centre."""
+    settings = settings or config.load()
+    auth = (
+        PlainTextAuthProvider(settings.cassandra_username, settings.cassandra_password)
+        if settings.cassandra_username
+        else None
+    )
+    return Cluster(
+        settings.cassandra_host_list,
+        port=int(settings.cassandra_port),
+        auth_provider=auth,
+        connect_timeout=connect_timeout_s,
+        protocol_version=5,
+        execution_profiles={
+            EXEC_PROFILE_DEFAULT: ExecutionProfile(
+                load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                request_timeout=request_timeout_s,
+            )
+        },
+    )
+
+
+def connect(settings: config.Settings | None = None, keyspace: bool = True) -> tuple[Cluster, Session]:
+    """(cluster, session), the session bound to the configured keyspace unless keyspace=False."""
+    settings = settings or config.load()
+    handle = cluster(settings)
+    session = handle.connect(check_identifier(settings.cassandra_keyspace) if keyspace else None)
+    return handle, session
+
+
+def statements(path: Path) -> list[str]:
+    """The statements of a CQL file, `--` comments removed."""
+    text = "\n".join(line.split("--", 1)[0] for line in path.read_text(encoding="utf-8").splitlines())
+    return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
+
+
+def apply_schema(session: Session, settings: config.Settings) -> int:
+    """Create the keyspace and run every infra/cql/*.cql file in order; returns statements run."""
+    keyspace = check_identifier(settings.cassandra_keyspace)
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {settings.cassandra_replication}"
+    )
+    session.set_keyspace(keyspace)
+    count = 0
+    for path in sorted(CQL_DIR.glob("*.cql")):
+        for statement in statements(path):
+            session.execute(statement, timeout=60)
+            count += 1
+    return count

@@ -1,0 +1,117 @@
+"""Create topics, keyspace, tables and RethinkDB tables/indexes (idempotent).
+
+    python -m smw.init [--only kafka|cassandra|rethinkdb] [--kafka-bootstrap ...]
+
+Safe to run any number of times: existing objects are left as they are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from smw import config, cql, rethink
+
+log = logging.getLogger(__name__)
+
+RETHINKDB_SCHEMA = config.ROOT / "infra" / "rethinkdb" / "schema.json"
+
+
+def kafka_topics(settings: config.Settings) -> dict[str, int]:
+    """Topics the platform uses and their partition counts."""
+    return {settings.kafka_topic: int(settings.kafka_partitions)}
+
+
+def create_topics(settings: config.Settings, topics: dict[str, int]) -> list[str]:
+    """Create missing topics; returns the names created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list, request_timeout_ms=15000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(name=name, num_partitions=partitions, replication_factor=1)
+            for name, partitions in topics.items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                admin.create_topics(missing, timeout_ms=15000)
+            except TopicAlreadyExistsError:
+                log.info("a topic was created concurrently")  # the goal state holds either way
+        return [t.name for t in missing]
+    finally:
+        admin.close()
+
+
+def create_cassandra(settings: config.Settings) -> int:
+    handle, session = cql.connect(settings, keyspace=False)
+    try:
+        return cql.apply_schema(session, settings)
+    finally:
+        handle.shutdown()
+
+
+def create_rethinkdb(settings: config.Settings) -> list[str]:
+    """Create the database, tables and secondary indexes; returns what was created."""
+    r = rethink.r
+    schema = json.loads(RETHINKDB_SCHEMA.read_text(encoding="utf-8"))
+    created = []
+    with rethink.connection(settings) as conn:
+        if settings.rethinkdb_db not in r.db_list().run(conn):
+            r.db_create(settings.rethinkdb_db).run(conn)
+            created.append(f"db {settings.rethinkdb_db}")
+        db = r.db(settings.rethinkdb_db)
+        tables = set(db.table_list().run(conn))
+        for table, spec in schema["tables"].items():
+            if table not in tables:
+                db.table_create(table, primary_key=spec.get("primary_key", "id")).run(conn)
+                created.append(f"table {table}")
+            indexes = set(db.table(table).index_list().run(conn))
+            for index, fields in spec.get("indexes", {}).items():
+                if index in indexes:
+                    continue
+                if isinstance(fields, list):
+                    db.table(table).index_create(index, [r.row[f] for f in fields]).run(conn)
+                else:
+                    db.table(table).index_create(index, r.row[fields]).run(conn)
+                created.append(f"index {table}.{index}")
+            db.table(table).index_wait().run(conn)
+    return created
+
+
+def init(settings: config.Settings, only: list[str] | None = None) -> None:
+    parts = only or ["kafka", "cassandra", "rethinkdb"]
+    if "kafka" in parts:
+        created = create_topics(settings, kafka_topics(settings))
+        print(f"kafka      topics created: {', '.join(created) or 'none (all exist)'}")
+    if "cassandra" in parts:
+        count = create_cassandra(settings)
+        print(f"cassandra  keyspace {settings.cassandra_keyspace}: {count} statements applied (IF NOT EXISTS)")
+    if "rethinkdb" in parts:
+        created = create_rethinkdb(settings)
+        print(f"rethinkdb  created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m smw.init", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=["kafka", "cassandra", "rethinkdb"],
+                        help="initialise only this part (repeatable)")
+    config.add_arguments(parser, "kafka_bootstrap", "kafka_partitions", "cassandra_hosts",
+                         "cassandra_keyspace", "rethinkdb_host", "rethinkdb_port", "rethinkdb_db")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        init(config.from_args(args), args.only)
+    except Exception as exc:  # noqa: BLE001 - a CLI: say what failed, exit non-zero
+        print(f"error: initialisation failed: {type(exc).__name__}: {exc}\n"
+              "is the stack up? (`make up`, then `make status`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

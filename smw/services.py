@@ -1,0 +1,432 @@
+"""Start, stop and inspect the local stack: Kafka (KRaft), Cassandra and reqlite.
+
+Each service runs as a local process bound to 127.0.0.1 (hosts and ports from
+`smw.config`), with its data, rendered configuration, log and pid file under
+`<SMW_VAR_DIR>/<service>/`. `up` starts what is not running and waits until
+each service answers a real client request; `down` stops exactly the processes
+whose pid files it wrote.
+
+    python -m smw.services up|down|status [kafka|cassandra|rethinkdb ...]
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import os
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from smw import config, jars
+
+log = logging.getLogger(__name__)
+
+INFRA = config.ROOT / "infra"
+LOOPBACK = "127.0.0.1"
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or did not become ready."""
+
+
+def _port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _render(template: Path, target: Path, **values: object) -> None:
+    text = string.Template(template.read_text(encoding="utf-8")).substitute(
+        {k: str(v) for k, v in values.items()}
+    )
+    target.write_text(text, encoding="utf-8")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def _rss_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+@dataclass
+class Service:
+    """A local service process with a pid file, a log file and a readiness probe."""
+
+    name: str
+    settings: config.Settings
+
+    # Subclasses fill these in.
+    host: str = LOOPBACK
+    port: int = 0
+
+    @property
+    def home(self) -> Path:
+        return Path(self.settings.var_dir) / self.name
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / f"{self.name}.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    # -- to override ---------------------------------------------------------
+    def prepare(self) -> None:
+        """Render configuration and initialise storage before a start."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def probe(self) -> None:
+        """Raise unless the service answers a real client request."""
+        raise NotImplementedError
+
+    # -- process handling ----------------------------------------------------
+    def pid(self) -> int | None:
+        """Pid from the pid file if that process is alive and is ours; else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            state = next(
+                (line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                 if line.startswith("State:")),
+                "",
+            )
+        except OSError:
+            return None
+        # A recycled pid belongs to some other program: ours always name our home.
+        if str(self.home) not in cmdline or state == "Z":
+            return None
+        return pid
+
+    def ready(self) -> bool:
+        try:
+            self.probe()
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe means "not ready"
+            log.debug("%s not ready: %s", self.name, exc)
+            return False
+        return True
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log yet)"
+
+    def start(self) -> int:
+        """Start the process (not waiting for readiness); return its pid."""
+        # A process of ours that was just killed may hold its port for a moment.
+        deadline = time.monotonic() + 15
+        while _port_open(self.host, self.port) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if _port_open(self.host, self.port):
+            raise ServiceError(
+                f"{self.name}: port {self.host}:{self.port} is already in use by a process "
+                f"this launcher did not start; stop it or choose another port in .env"
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        with open(self.log_file, "ab") as log_out:
+            log_out.write(f"\n=== starting {self.name} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+            log_out.flush()
+            process = subprocess.Popen(
+                self.command(),
+                stdout=log_out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.home,
+                env=self.environment(),
+                start_new_session=True,  # Ctrl-C in the terminal does not reach the service
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        # Until exec() completes the child still shows our own command line.
+        deadline = time.monotonic() + 10
+        while self.pid() != process.pid and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return process.pid
+
+    def wait_ready(self, pid: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.pid() != pid:
+                raise ServiceError(
+                    f"{self.name} exited during start-up; last lines of {self.log_file}:\n{self.log_tail()}"
+                )
+            if self.ready():
+                return
+            time.sleep(1.0)
+        raise ServiceError(
+            f"{self.name} not ready after {timeout_s:.0f} s; last lines of {self.log_file}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Stop our process (TERM, then KILL after timeout_s); True if one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while self.pid() == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.pid() == pid:
+            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, pid, timeout_s)
+            os.killpg(pid, signal.SIGKILL)
+            while self.pid() == pid:
+                time.sleep(0.1)
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if this very process started it
+        except ChildProcessError:
+            log.debug("%s (pid %d) was started by another process; init reaps it", self.name, pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+class Kafka(Service):
+    """Single-node Apache Kafka broker in KRaft mode (broker and controller in one)."""
+
+    def __init__(self, settings: config.Settings):
+        host, port = _host_port(settings.kafka_bootstrap_list[0])
+        super().__init__("kafka", settings, host, port)
+
+    @property
+    def properties(self) -> Path:
+        return self.home / "server.properties"
+
+    def _java(self, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+        cmd = ["java"]
+        if heap:
+            cmd += [f"-Xms{heap}", f"-Xmx{heap}"]
+        cmd += [
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j.configuration=file:{INFRA / 'kafka' / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={self.home / 'logs'}",
+            "-cp", jars.classpath("kafka", self.settings),
+            main_class, *args,
+        ]
+        return cmd
+
+    def prepare(self) -> None:
+        _render(
+            INFRA / "kafka" / "server.properties.template",
+            self.properties,
+            host=self.host,
+            port=self.port,
+            controller_port=self.settings.kafka_controller_port,
+            data_dir=self.data_dir,
+            partitions=self.settings.kafka_partitions,
+        )
+        if (self.data_dir / "meta.properties").exists():
+            return  # formatted on the first start only: formatting again would erase the log
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)),
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.properties), heap=self.settings.kafka_heap)
+
+    def probe(self) -> None:
+        from kafka import KafkaAdminClient
+
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        admin = KafkaAdminClient(
+            bootstrap_servers=f"{self.host}:{self.port}", request_timeout_ms=3000, api_version_auto_timeout_ms=3000
+        )
+        try:
+            admin.list_topics()  # a metadata request
+        finally:
+            admin.close()
+
+
+class Cassandra(Service):
+    """Single-node Apache Cassandra 5.0."""
+
+    def __init__(self, settings: config.Settings):
+        super().__init__("cassandra", settings, settings.cassandra_host_list[0], int(settings.cassandra_port))
+
+    @property
+    def yaml(self) -> Path:
+        return self.home / "cassandra.yaml"
+
+    def prepare(self) -> None:
+        _render(
+            INFRA / "cassandra" / "cassandra.yaml.template",
+            self.yaml,
+            host=self.host,
+            port=self.port,
+            storage_port=self.settings.cassandra_storage_port,
+            data_dir=self.data_dir,
+        )
+
+    def command(self) -> list[str]:
+        jvm_options = [
+            line.strip()
+            for line in (INFRA / "cassandra" / "jvm.options").read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        jamm = next(p for p in jars.jars("cassandra", self.settings) if p.name.startswith("jamm-"))
+        heap = self.settings.cassandra_heap
+        return [
+            "java",
+            f"-Xms{heap}", f"-Xmx{heap}",
+            *jvm_options,
+            f"-javaagent:{jamm}",
+            f"-Dcassandra.config=file://{self.yaml}",
+            f"-Dcassandra.storagedir={self.data_dir}",
+            f"-Dcassandra.logdir={self.home / 'logs'}",
+            f"-Dlogback.configurationFile={INFRA / 'cassandra' / 'logback.xml'}",
+            "-cp", jars.classpath("cassandra", self.settings),
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+
+    def probe(self) -> None:
+        from smw import cql
+
+        logging.getLogger("cassandra").setLevel(logging.CRITICAL)
+        cluster = cql.cluster(self.settings, connect_timeout_s=3, request_timeout_s=5)
+        try:
+            session = cluster.connect()
+            session.execute("SELECT release_version FROM system.local").one()
+        finally:
+            cluster.shutdown()
+
+
+class RethinkDB(Service):
+    """reqlite, a RethinkDB-protocol server kept in memory, wrapped to bind loopback."""
+
+    def __init__(self, settings: config.Settings):
+        super().__init__("rethinkdb", settings, settings.rethinkdb_host, int(settings.rethinkdb_port))
+
+    def command(self) -> list[str]:
+        serve = INFRA / "reqlite" / "serve.js"
+        if not (INFRA / "reqlite" / "node_modules" / "reqlite").is_dir():
+            raise ServiceError("reqlite is not installed: run `make setup`")
+        # The home path in argv marks the process as ours (see Service.pid).
+        return ["node", str(serve), f"--home={self.home}"]
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "RETHINKDB_BIND": self.host, "RETHINKDB_PORT": str(self.port)}
+
+    def probe(self) -> None:
+        from smw import rethink
+
+        with rethink.connection(self.settings, timeout_s=3) as conn:
+            rethink.r.db_list().run(conn)
+
+
+SERVICES = {"kafka": Kafka, "cassandra": Cassandra, "rethinkdb": RethinkDB}
+
+
+def select(names: list[str] | None, settings: config.Settings) -> list[Service]:
+    return [SERVICES[name](settings) for name in (names or list(SERVICES))]
+
+
+def up(services: list[Service], timeout_s: float) -> None:
+    """Start every service that is not running, then wait until all are ready."""
+    running: list[tuple[Service, int, float]] = []
+    for service in services:
+        pid = service.pid()
+        if pid is not None:
+            print(f"{service.name:<10} already running (pid {pid})")
+        else:
+            if service.pid_file.exists():
+                print(f"{service.name:<10} stale pid file: the process is gone; restarting")
+            pid = service.start()
+            print(f"{service.name:<10} started (pid {pid}), log {service.log_file}")
+        running.append((service, pid, time.monotonic()))
+    for service, pid, t0 in running:
+        service.wait_ready(pid, timeout_s)
+        print(f"{service.name:<10} ready on {service.host}:{service.port} ({time.monotonic() - t0:.1f} s)")
+
+
+def down(services: list[Service]) -> None:
+    # Reverse order: clients of the others (none yet) would stop first.
+    for service in reversed(services):
+        pid = service.pid()
+        if service.stop():
+            print(f"{service.name:<10} stopped (pid {pid})")
+        else:
+            print(f"{service.name:<10} not running")
+
+
+def status(services: list[Service]) -> bool:
+    """Print one line per service; True when all are running and ready."""
+    all_ready = True
+    print(f"{'service':<10} {'pid':>8} {'address':<22} {'state':<10} {'rss':>9}")
+    for service in services:
+        pid = service.pid()
+        ready = pid is not None and service.ready()
+        all_ready &= ready
+        state = "ready" if ready else ("starting" if pid else "stopped")
+        rss = _rss_mib(pid) if pid else None
+        print(
+            f"{service.name:<10} {pid or '-':>8} {service.host + ':' + str(service.port):<22} {state:<10} "
+            f"{f'{rss:.0f} MiB' if rss else '-':>9}"
+        )
+    return all_ready
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m smw.services", description="Start, stop and inspect the local stack."
+    )
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("services", nargs="*", metavar="service",
+                        help=f"any of {', '.join(SERVICES)} (default: all)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for readiness")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.services) - set(SERVICES))
+    if unknown:
+        parser.error(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings = config.load()
+    services = select(args.services, settings)
+    try:
+        if args.action == "up":
+            up(services, args.timeout or float(settings.service_timeout_s))
+        elif args.action == "down":
+            down(services)
+        else:
+            return 0 if status(services) else 1
+    except (ServiceError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

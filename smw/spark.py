@@ -1,0 +1,98 @@
+"""The one Spark session builder: connector jars, Cassandra and local defaults.
+
+`python -m batch.nightly ...` launches its own JVM, so the builder passes the
+jars fetched by `make setup` as `spark.jars` and the master from `SPARK_MASTER`.
+Under `spark-submit` the JVM already exists: the jars come from the
+`spark-defaults.conf` that `make setup` writes into `.deps/spark-conf` (the
+Makefile exports `SPARK_CONF_DIR`), or from `--jars`, and `--master` wins.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from smw import config, jars
+
+
+def under_spark_submit() -> bool:
+    """True inside a driver started by spark-submit (it hands us its gateway)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def spark_conf_dir(settings: config.Settings | None = None) -> Path:
+    settings = settings or config.load()
+    return Path(settings.jars_dir).parent / "spark-conf"
+
+
+def base_conf(settings: config.Settings) -> dict[str, str]:
+    """Settings every job shares, whatever launched it."""
+    conf = {
+        "spark.sql.session.timeZone": "UTC",  # the server's zone must never leak into results
+        "spark.sql.shuffle.partitions": settings.spark_shuffle_partitions,
+        "spark.cassandra.connection.host": settings.cassandra_hosts,
+        "spark.cassandra.connection.port": settings.cassandra_port,
+        "spark.sql.extensions": "com.datastax.spark.connector.CassandraSparkExtensions",
+    }
+    if settings.cassandra_username:
+        conf["spark.cassandra.auth.username"] = settings.cassandra_username
+        conf["spark.cassandra.auth.password"] = settings.cassandra_password
+    return conf
+
+
+def launch_conf(settings: config.Settings) -> dict[str, str]:
+    """What only a JVM we launch ourselves can take: jars, master, memory, interpreter."""
+    return {
+        "spark.master": settings.spark_master,
+        "spark.jars": ",".join(str(p) for p in jars.jars("spark", settings)),
+        "spark.driver.memory": settings.spark_driver_memory,
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+
+
+def write_spark_defaults(settings: config.Settings | None = None) -> Path:
+    """Write spark-defaults.conf so that plain `spark-submit` finds the jars."""
+    settings = settings or config.load()
+    folder = spark_conf_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    conf = {k: v for k, v in launch_conf(settings).items() if k != "spark.master"}
+    target = folder / "spark-defaults.conf"
+    lines = ["# Written by `make setup` (smw.spark.write_spark_defaults); do not edit."]
+    lines += [f"{key} {value}" for key, value in sorted(conf.items())]
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return target
+
+
+def session(app_name: str, settings: config.Settings | None = None, conf: dict[str, str] | None = None):
+    """A SparkSession with the connector jars on the classpath, for python -m and spark-submit alike."""
+    # PySpark's Python workers must run the project's interpreter (pyarrow lives there).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    settings = settings or config.load()
+    options = base_conf(settings)
+    if under_spark_submit():
+        from pyspark import SparkConf
+
+        master = SparkConf().get("spark.master", "")
+    else:
+        options.update(launch_conf(settings))
+        master = settings.spark_master
+    if master.startswith("local"):
+        # Driver RPC and UI on loopback; a cluster's executors need a reachable address.
+        options["spark.driver.host"] = settings.spark_driver_host
+        options["spark.driver.bindAddress"] = settings.spark_driver_host
+    options.update(conf or {})
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in options.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    loaded = spark.sparkContext.getConf().get("spark.jars", "")
+    if "spark-cassandra-connector" not in loaded:
+        raise RuntimeError(
+            "the Spark connector jars are not on the classpath: run `make setup`, then either "
+            f"export SPARK_CONF_DIR={spark_conf_dir(settings)} before spark-submit or pass --jars"
+        )
+    return spark

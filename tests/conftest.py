@@ -1,0 +1,101 @@
+"""Fixtures shared by every test folder.
+
+Integration tests talk to the services started by `make up` (`make test` starts
+them). They never skip: a missing service is a failure that says how to start it.
+Each test run works in its own keyspace, RethinkDB database and Kafka topics, so
+it never touches the product's data.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+# pyspark.testing imports pandas-on-Spark, which wants this set before pyspark loads.
+os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
+
+from smw import config, cql, rethink, services
+
+TEST_NAMESPACE = "smw_test"
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook signature
+    """Run tests that restart shared services after all the others."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
+@pytest.fixture(scope="session")
+def settings() -> config.Settings:
+    """Local-stack settings pointed at the test keyspace and database."""
+    return config.load().replace(cassandra_keyspace=TEST_NAMESPACE, rethinkdb_db=TEST_NAMESPACE)
+
+
+def require(service: services.Service) -> None:
+    if not service.ready():
+        pytest.fail(
+            f"{service.name} is not answering on {service.host}:{service.port}: "
+            "start the local stack with `make up` (make test does this)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def kafka_ready(settings):
+    require(services.Kafka(settings))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def cassandra_session(settings):
+    """A driver session in the test keyspace, with the product schema applied."""
+    require(services.Cassandra(settings))
+    handle, session = cql.connect(settings, keyspace=False)
+    cql.apply_schema(session, settings)
+    yield session
+    handle.shutdown()
+
+
+@pytest.fixture(scope="session")
+def rethinkdb_ready(settings):
+    from smw import init
+
+    require(services.RethinkDB(settings))
+    init.create_rethinkdb(settings)
+    return settings
+
+
+@pytest.fixture
+def rethinkdb_conn(rethinkdb_ready):
+    with rethink.connection(rethinkdb_ready) as conn:
+        yield conn
+
+
+@pytest.fixture
+def topic(kafka_ready):
+    """A fresh Kafka topic with 3 partitions, deleted afterwards."""
+    from kafka import KafkaAdminClient
+    from smw.init import create_topics
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    create_topics(kafka_ready, {name: 3})
+    yield name
+    admin = KafkaAdminClient(bootstrap_servers=kafka_ready.kafka_bootstrap_list)
+    try:
+        admin.delete_topics([name])
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    """One local SparkSession for the whole run, with the connector jars."""
+    from smw import spark as spark_builder
+
+    session = spark_builder.session(
+        "smw-tests",
+        settings.replace(spark_master="local[2]", spark_shuffle_partitions="2"),
+        conf={"spark.ui.enabled": "false"},
+    )
+    yield session
+    session.stop()

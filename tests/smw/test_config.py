@@ -1,0 +1,42 @@
+import argparse
+
+import pytest
+
+from smw import config
+
+
+def test_defaults_point_at_loopback():
+    settings = config.load(environ={}, dotenv=None)
+    assert settings.kafka_bootstrap == "127.0.0.1:9092"
+    assert settings.cassandra_host_list == ["127.0.0.1"]
+    assert settings.rethinkdb_host == "127.0.0.1"
+    assert settings.kafka_port == 9092
+
+
+def test_environment_overrides_dotenv(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("# comment\nKAFKA_BOOTSTRAP=broker-a:9092\nexport CASSANDRA_HOSTS='c1, c2'\n\nnot a line\n")
+    settings = config.load(environ={"KAFKA_BOOTSTRAP": "broker-b:9093"}, dotenv=dotenv)
+    assert settings.kafka_bootstrap_list == ["broker-b:9093"]
+    assert settings.cassandra_host_list == ["c1", "c2"]
+
+
+def test_command_line_overrides_environment(monkeypatch):
+    monkeypatch.setenv("CASSANDRA_KEYSPACE", "from_env")
+    monkeypatch.setenv("RETHINKDB_DB", "env_db")
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, "cassandra_keyspace", "rethinkdb_db")
+    settings = config.from_args(parser.parse_args(["--cassandra-keyspace", "from_cli"]))
+    assert settings.cassandra_keyspace == "from_cli"
+    assert settings.rethinkdb_db == "env_db"
+
+
+def test_every_setting_has_an_environment_variable_in_env_example():
+    example = (config.ROOT / ".env.example").read_text()
+    for field in config.fields(config.Settings):
+        assert f"{field.metadata['env']}=" in example, field.metadata["env"]
+
+
+def test_unknown_override_is_rejected():
+    with pytest.raises(TypeError):
+        config.load(environ={}, dotenv=None).replace(no_such_setting="x")

@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from smw import cql, jars
+
+
+@pytest.mark.parametrize(
+    ("file_name", "artifact"),
+    [
+        ("kafka-clients-3.4.1.jar", "kafka-clients"),
+        ("scala-library-2.12.19.jar", "scala-library"),
+        ("spark-sql-kafka-0-10_2.12-3.5.7.jar", "spark-sql-kafka-0-10_2.12"),
+        ("java-driver-shaded-guava-25.1-jre-graal-sub-1.jar", "java-driver-shaded-guava"),
+        ("netty-tcnative-boringssl-static-2.0.70.Final-linux-x86_64.jar", "netty-tcnative-boringssl-static"),
+        ("HdrHistogram-2.1.12.jar", "HdrHistogram"),
+    ],
+)
+def test_artifact_name_strips_version(file_name, artifact):
+    assert jars.artifact_name(Path(file_name)) == artifact
+
+
+def test_missing_jars_say_how_to_fetch_them(tmp_path):
+    from smw import config
+
+    settings = config.load(environ={"SMW_JARS_DIR": str(tmp_path)}, dotenv=None)
+    with pytest.raises(FileNotFoundError, match="make setup"):
+        jars.jars("spark", settings)
+
+
+def test_cql_statements_drop_comments_and_split(tmp_path):
+    path = tmp_path / "x.cql"
+    path.write_text("-- header; with a semicolon\nCREATE TABLE a (k int PRIMARY KEY); -- trailing\n\nCREATE TABLE b (\n k int PRIMARY KEY\n);\n")
+    assert cql.statements(path) == ["CREATE TABLE a (k int PRIMARY KEY)", "CREATE TABLE b (\n k int PRIMARY KEY\n)"]
+
+
+@pytest.mark.parametrize("name", ["smw", "smw_test", "Keyspace1"])
+def test_valid_keyspace_names_pass(name):
+    assert cql.check_identifier(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "smw; DROP KEYSPACE x", "a-b", "x" * 49])
+def test_invalid_keyspace_names_are_rejected(name):
+    with pytest.raises(ValueError):
+        cql.check_identifier(name)
