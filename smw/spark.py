@@ -81,6 +81,7 @@ def session(app_name: str, settings: config.Settings | None = None, conf: dict[s
         master = settings.spark_master
     if master.startswith("local"):
         # Driver RPC and UI on loopback; a cluster's executors need a reachable address.
+        os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
         options["spark.driver.host"] = settings.spark_driver_host
         options["spark.driver.bindAddress"] = settings.spark_driver_host
     options.update(conf or {})
