@@ -1,22 +1,23 @@
 """Land the Kafka readings topic into the Parquet raw zone, exactly once, with a quarantine.
 
-    spark-submit ingest/land.py [--once] [--trigger "1 minute"] [--max-offsets-per-trigger N]
+    spark-submit ingest/land.py [--once] [--trigger "5 minutes"] [--max-offsets-per-trigger N]
     python -m ingest.land --once
 
-Two Structured Streaming queries read the same topic through Spark's Kafka source:
+One Structured Streaming query reads the topic through Spark's Kafka source,
+parses each record once against the contract of `smw.messages`, and routes it:
 
-* raw: messages that follow the contract of `smw.messages` are exploded into
-  readings (`smw.schema`) and written by the Parquet file sink to
-  `<DATA_DIR>/raw/date=YYYY-MM-DD/`, the UTC date of each reading's timestamp;
-* quarantine: every other message, with its raw bytes, key, topic, partition,
-  offset, Kafka timestamp and the first rule it broke, goes to
-  `<DATA_DIR>/quarantine/date=YYYY-MM-DD/` (the Kafka timestamp's UTC date).
+* a valid message is exploded into readings (`smw.schema`), stored under
+  `<DATA_DIR>/landing/zone=raw/date=YYYY-MM-DD/`, the UTC date of each reading;
+* any other record is stored whole (raw bytes, key, topic, partition, offset,
+  Kafka timestamp and the first rule it broke) under
+  `<DATA_DIR>/landing/zone=quarantine/date=YYYY-MM-DD/` (the Kafka timestamp's date).
 
-Each query has its own checkpoint; the file sink commits a batch's files in its
-`_spark_metadata` log only once, and Kafka offsets are replayed from the
-checkpoint after a crash, so every offset range lands exactly once. Read the
-zones with Spark (which honours `_spark_metadata`), not by listing files: a
-crashed attempt can leave uncommitted part files behind.
+Both zones are written by one Parquet file sink with one checkpoint: a batch's
+files are committed to `landing/_spark_metadata` once, together, and after a
+crash Kafka offsets are replayed from the checkpoint, so every offset range lands
+exactly once and a record is never in both zones. Read the zones with
+`read_raw()` / `read_quarantine()` (Spark honours `_spark_metadata`), not by
+listing files: a crashed attempt can leave uncommitted part files behind.
 """
 from __future__ import annotations
 
@@ -24,26 +25,38 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from smw import config, messages
 
 log = logging.getLogger("ingest.land")
 
-RAW_COLUMNS = ("house_id", "meter", "label", "appliance", "ts_s", "power_w", "date")
+READING_COLUMNS = ("house_id", "meter", "label", "appliance", "ts_s", "power_w", "date")
+QUARANTINE_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_ts", "error", "date")
 
 
-def raw_zone(settings: config.Settings) -> Path:
-    return Path(settings.data_dir) / "raw"
+def landing_zone(settings: config.Settings) -> Path:
+    return Path(settings.data_dir) / "landing"
 
 
-def quarantine_zone(settings: config.Settings) -> Path:
-    return Path(settings.data_dir) / "quarantine"
+def checkpoint(settings: config.Settings) -> Path:
+    return Path(settings.data_dir) / "checkpoints" / "land"
 
 
-def checkpoint(settings: config.Settings, name: str) -> Path:
-    return Path(settings.data_dir) / "checkpoints" / name
+def read_raw(spark, settings: config.Settings):
+    """The committed readings of the raw zone (reading schema plus `date`)."""
+    from pyspark.sql import functions as F
+
+    landing = spark.read.parquet(str(landing_zone(settings)))
+    return landing.where(F.col("zone") == "raw").select(*READING_COLUMNS)
+
+
+def read_quarantine(spark, settings: config.Settings):
+    """The committed quarantined records."""
+    from pyspark.sql import functions as F
+
+    landing = spark.read.parquet(str(landing_zone(settings)))
+    return landing.where(F.col("zone") == "quarantine").select(*QUARANTINE_COLUMNS)
 
 
 # -- transforms ------------------------------------------------------------------
@@ -100,25 +113,37 @@ def contract_violation(msg):
     )
 
 
-def readings(parsed):
-    """Valid messages exploded into readings with their UTC `date` partition."""
+def routed(parsed):
+    """One row per reading of a valid message, one row per invalid record; `zone` tells which.
+
+    Reading columns are null on quarantine rows and record columns on raw rows,
+    so one file sink writes both zones from a single parse.
+    """
     from pyspark.sql import functions as F
 
-    series = parsed.where(F.col("error").isNull()).select(
-        F.col("msg.house_id").alias("house_id"), F.explode("msg.series").alias("s")
+    points = F.flatten(F.transform(
+        F.col("msg.series"),
+        lambda s: F.transform(
+            F.arrays_zip(s["ts_s"].alias("ts_s"), s["power_w"].alias("power_w")),
+            lambda p: F.struct(
+                s["meter"].cast("int").alias("meter"), s["label"].alias("label"),
+                s["appliance"].alias("appliance"), p["ts_s"].alias("ts_s"), p["power_w"].alias("power_w"),
+            ),
+        ),
+    ))
+    valid = F.col("error").isNull()
+    rows = parsed.select(
+        "*", F.explode(F.when(valid, points).otherwise(F.array(F.lit(None)))).alias("pt")
     )
-    points = series.select(
-        "house_id",
-        F.col("s.meter").cast("int").alias("meter"),
-        F.col("s.label").alias("label"),
-        F.col("s.appliance").alias("appliance"),
-        F.explode(F.arrays_zip(F.col("s.ts_s").alias("ts_s"), F.col("s.power_w").alias("power_w"))).alias("p"),
-    )
-    return points.select(
-        "house_id", "meter", "label", "appliance",
-        F.col("p.ts_s").alias("ts_s"),
-        F.col("p.power_w").alias("power_w"),
-        utc_date(F.col("p.ts_s")).alias("date"),
+    return rows.select(
+        F.when(valid, "raw").otherwise("quarantine").alias("zone"),
+        F.when(valid, F.col("msg.house_id")).alias("house_id"),
+        *(F.when(valid, F.col(f"pt.{name}")).alias(name) for name in ("meter", "label", "appliance", "ts_s", "power_w")),
+        *(F.when(~valid, F.col(name)).alias(name) for name in ("key", "value", "topic", "partition", "offset")),
+        F.when(~valid, F.col("timestamp")).alias("kafka_ts"),
+        "error",
+        F.when(valid, utc_date(F.col("pt.ts_s")))
+        .otherwise(utc_date(F.unix_micros(F.col("timestamp")) / 1e6)).alias("date"),
     )
 
 
@@ -127,18 +152,6 @@ def utc_date(ts_s):
     from pyspark.sql import functions as F
 
     return F.date_from_unix_date(F.floor(ts_s / 86400).cast("int"))
-
-
-def quarantined(parsed):
-    """Messages that broke the contract, with everything needed to inspect or replay them."""
-    from pyspark.sql import functions as F
-
-    return parsed.where(F.col("error").isNotNull()).select(
-        "key", "value", "topic", "partition", "offset",
-        F.col("timestamp").alias("kafka_ts"),
-        "error",
-        utc_date(F.unix_micros(F.col("timestamp")) / 1e6).alias("date"),
-    )
 
 
 # -- I/O -----------------------------------------------------------------------
@@ -157,28 +170,28 @@ def read_kafka(spark, settings: config.Settings, max_offsets_per_trigger: int | 
     return reader.load()
 
 
-def write_parquet(frame, path: Path, checkpoint_dir: Path, name: str, trigger: dict, files_per_trigger: int):
-    """Start a file-sink query; `files_per_trigger` bounds the files a trigger writes per date."""
-    # A date's rows spread over at most `files_per_trigger` files (by house for readings).
-    keys = ["date", "house_id"] if "house_id" in frame.columns else ["date"]
-    shaped = frame.repartition(files_per_trigger, *keys)
+def write_landing(routed_rows, settings: config.Settings, trigger: dict, files_per_trigger: int):
+    """Start the file-sink query writing both zones, partitioned by zone and date."""
+    from pyspark.sql import functions as F
+
+    counted = routed_rows.observe(
+        "landing",
+        F.count(F.when(F.col("zone") == "raw", 1)).alias("readings_landed"),
+        F.count(F.when(F.col("zone") == "quarantine", 1)).alias("records_quarantined"),
+    )
+    # Coalescing the Kafka partitions' tasks (no shuffle) bounds the files one
+    # trigger writes to `files_per_trigger` per zone and date.
     return (
-        shaped.writeStream.queryName(name)
+        counted.coalesce(files_per_trigger)
+        .writeStream.queryName("land")
         .format("parquet")
-        .option("path", str(path))
-        .option("checkpointLocation", str(checkpoint_dir))
-        .partitionBy("date")
+        .option("path", str(landing_zone(settings)))
+        .option("checkpointLocation", str(checkpoint(settings)))
+        .partitionBy("zone", "date")
         .outputMode("append")
         .trigger(**trigger)
         .start()
     )
-
-
-def observed(frame, name: str):
-    """Attach a row counter reported in the query's progress (observedMetrics)."""
-    from pyspark.sql import functions as F
-
-    return frame.observe(name, F.count(F.lit(1)).alias("rows"))
 
 
 # -- progress ------------------------------------------------------------------
@@ -188,19 +201,23 @@ def progress_listener():
     from pyspark.sql.streaming import StreamingQueryListener
 
     class LandingProgress(StreamingQueryListener):
-        """Logs each batch: Kafka records read, readings landed, messages quarantined."""
+        """Logs each batch: Kafka records read, readings landed, records quarantined."""
 
         def onQueryStarted(self, event):
             log.info("query %s started (id %s)", event.name, event.id)
 
         def onQueryProgress(self, event):
             p = event.progress
-            metrics = {name: row.asDict().get("rows", 0) for name, row in (p.observedMetrics or {}).items()}
+            counts = p.observedMetrics.get("landing")
+            counts = counts.asDict() if counts is not None else {}
             log.info(
-                "%s batch %d: %d Kafka records in %.1f s (%.0f records/s); %s",
-                p.name, p.batchId, p.numInputRows, p.batchDuration / 1000.0, p.processedRowsPerSecond or 0.0,
-                ", ".join(f"{k} {v}" for k, v in metrics.items()) or "no rows",
+                "batch %d: %d Kafka records in %.1f s (%.0f records/s): %d readings landed, %d records quarantined",
+                p.batchId, p.numInputRows, p.batchDuration / 1000.0, p.processedRowsPerSecond or 0.0,
+                counts.get("readings_landed", 0), counts.get("records_quarantined", 0),
             )
+            if counts.get("records_quarantined"):
+                log.warning("batch %d: %d records broke the message contract; see %s",
+                            p.batchId, counts["records_quarantined"], "read_quarantine() / zone=quarantine")
 
         def onQueryIdle(self, event):  # Spark 3.5+
             log.debug("query %s idle", event.id)
@@ -219,18 +236,10 @@ def progress_listener():
 
 def start(spark, settings: config.Settings, *, once: bool, trigger_interval: str,
           max_offsets_per_trigger: int | None, files_per_trigger: int, fail_on_data_loss: bool = True):
-    """Start the raw and quarantine queries; returns them."""
+    """Start the landing query; returns it."""
     trigger = {"availableNow": True} if once else {"processingTime": trigger_interval}
-    parsed = parsed_messages(read_kafka(spark, settings, max_offsets_per_trigger, fail_on_data_loss))
-    raw_query = write_parquet(
-        observed(readings(parsed), "readings_landed"), raw_zone(settings), checkpoint(settings, "land-raw"),
-        "land-raw", trigger, files_per_trigger,
-    )
-    quarantine_query = write_parquet(
-        observed(quarantined(parsed), "messages_quarantined"), quarantine_zone(settings),
-        checkpoint(settings, "land-quarantine"), "land-quarantine", trigger, 1,
-    )
-    return [raw_query, quarantine_query]
+    records = read_kafka(spark, settings, max_offsets_per_trigger, fail_on_data_loss)
+    return write_landing(routed(parsed_messages(records)), settings, trigger, files_per_trigger)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,32 +266,31 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = spark_builder.session("smw-land", settings)
     spark.streams.addListener(progress_listener())
-    queries = start(
+    query = start(
         spark, settings, once=args.once, trigger_interval=args.trigger,
         max_offsets_per_trigger=args.max_offsets_per_trigger, files_per_trigger=args.files_per_trigger,
         fail_on_data_loss=not args.allow_data_loss,
     )
-    log.info("landing %s -> %s (quarantine %s)", settings.kafka_topic, raw_zone(settings), quarantine_zone(settings))
-
-    stopping = threading.Event()
+    log.info("landing topic %s into %s", settings.kafka_topic, landing_zone(settings))
 
     def stop(signum, _frame):
-        log.info("signal %d: stopping after the current batch", signum)
-        stopping.set()
-        for query in queries:
-            query.stop()
+        # Stopping between batches is safe at any point: an unfinished batch is
+        # redone from the checkpoint on the next start.
+        log.info("signal %d: stopping", signum)
+        query.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    failed = False
-    for query in queries:
-        try:
-            query.awaitTermination()
-        except Exception as exc:  # noqa: BLE001 - StreamingQueryException and friends: report, exit 1
-            log.error("query %s failed: %s", query.name, exc)
-            failed = True
-    spark.stop()
-    return 1 if failed else 0
+    from pyspark.errors import StreamingQueryException
+
+    try:
+        query.awaitTermination()
+    except StreamingQueryException as exc:
+        log.error("landing failed: %s", exc)
+        return 1
+    finally:
+        spark.stop()
+    return 0
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def produce_readings(settings, houses=4, meters=3, messages_per_meter=5, per_mes
 
 
 def landed(spark, settings):
-    raw = spark.read.parquet(str(land.raw_zone(settings)))
+    raw = land.read_raw(spark, settings)
     return collections.Counter(
         (r.house_id, r.meter, r.ts_s, r.power_w) for r in raw.select("house_id", "meter", "ts_s", "power_w").collect()
     )
@@ -62,22 +62,20 @@ def test_once_lands_exactly_the_valid_readings_and_quarantines_the_rest(spark, k
     settings = kafka_ready.replace(kafka_topic=topic, data_dir=str(tmp_path / "data"))
     expected, bad = produce_readings(settings, malformed_every=3)
     assert bad
-    queries = land.start(spark, settings, once=True, trigger_interval="1 second",
-                         max_offsets_per_trigger=7, files_per_trigger=2)
-    for query in queries:
-        query.awaitTermination(timeout=300)
-        assert query.exception() is None
+    query = land.start(spark, settings, once=True, trigger_interval="1 second",
+                       max_offsets_per_trigger=7, files_per_trigger=2)
+    query.awaitTermination(timeout=300)
+    assert query.exception() is None
 
     assert landed(spark, settings) == collections.Counter(expected)
-    quarantine = spark.read.parquet(str(land.quarantine_zone(settings))).collect()
+    quarantine = land.read_quarantine(spark, settings).collect()
     assert sorted(row.value for row in quarantine) == sorted(bad)
     assert all(row.topic == topic and row.error for row in quarantine)
     assert len({(row.partition, row.offset) for row in quarantine}) == len(bad)
 
     # A second run finds nothing new: nothing is landed twice.
-    for query in land.start(spark, settings, once=True, trigger_interval="1 second",
-                            max_offsets_per_trigger=7, files_per_trigger=2):
-        query.awaitTermination(timeout=300)
+    land.start(spark, settings, once=True, trigger_interval="1 second",
+               max_offsets_per_trigger=7, files_per_trigger=2).awaitTermination(timeout=300)
     assert landed(spark, settings) == collections.Counter(expected)
 
 
@@ -90,7 +88,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
     with open(log_path, "wb") as log_file:
         job = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=config.ROOT,
                                start_new_session=True)
-    commits = land.checkpoint(settings, "land-raw") / "commits"
+    commits = land.checkpoint(settings) / "commits"
     try:
         deadline = time.monotonic() + 180
         # Kill it once a few batches are committed, while more are still to come.
@@ -103,6 +101,7 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kaf
         job.wait()
     partial = landed(spark, settings)
     assert 0 < sum(partial.values()) < len(expected)  # it really was killed mid-stream
+    assert not partial - collections.Counter(expected)  # and what it landed is right
 
     restart = subprocess.run(command + ["--once"], capture_output=True, text=True, cwd=config.ROOT, timeout=600)
     assert restart.returncode == 0, restart.stdout[-3000:] + restart.stderr[-3000:]

@@ -55,6 +55,14 @@ CORPUS = [
 ]
 
 
+KAFKA_COLUMNS = "key BINARY, value BINARY, topic STRING, partition INT, offset LONG, timestamp TIMESTAMP"
+
+
+def kafka_records(spark, values, ts=dt.datetime(2011, 4, 19, 12, 0)):
+    """Rows shaped like the Kafka source's, one per value, offsets 0.."""
+    return spark.createDataFrame([(b"h1", v, "readings", 0, i, ts) for i, v in enumerate(values)], KAFKA_COLUMNS)
+
+
 def python_verdict(raw: str) -> bool:
     try:
         messages.decode(raw.encode())
@@ -64,7 +72,7 @@ def python_verdict(raw: str) -> bool:
 
 
 def test_spark_validation_agrees_with_the_contract_module(spark):
-    records = spark.createDataFrame([(i, raw.encode()) for i, raw in enumerate(CORPUS)], "offset LONG, value BINARY")
+    records = kafka_records(spark, [raw.encode() for raw in CORPUS])
     verdicts = {row.offset: row.error for row in land.parsed_messages(records).select("offset", "error").collect()}
     mismatches = [(CORPUS[i], verdicts[i]) for i in range(len(CORPUS)) if (verdicts[i] is None) != python_verdict(CORPUS[i])]
     assert mismatches == []
@@ -72,8 +80,9 @@ def test_spark_validation_agrees_with_the_contract_module(spark):
 
 
 def test_readings_explode_with_utc_dates_across_midnight(spark):
-    records = spark.createDataFrame([(0, json.dumps(GOOD).encode())], "offset LONG, value BINARY")
-    got = land.readings(land.parsed_messages(records))
+    records = kafka_records(spark, [json.dumps(GOOD).encode()])
+    routed = land.routed(land.parsed_messages(records))
+    got = routed.where("zone = 'raw'").select(*land.READING_COLUMNS)
     expected = spark.createDataFrame(
         [
             Row(house_id="h1", meter=3, label="oven", appliance="oven", ts_s=1303171199.5, power_w=10.0,
@@ -97,3 +106,18 @@ def test_utc_date_ignores_the_session_time_zone(spark):
     finally:
         spark.conf.set("spark.sql.session.timeZone", previous)
     assert dates == [dt.date(2011, 4, 18), dt.date(2011, 4, 19)]
+
+
+def test_invalid_records_are_routed_whole_to_the_quarantine(spark):
+    records = spark.createDataFrame(
+        [(b"h1", b"not json", "readings", 0, 41, dt.datetime(2011, 4, 18, 23, 59, 59)),
+         (b"h1", json.dumps(GOOD).encode(), "readings", 0, 42, dt.datetime(2011, 4, 19, 0, 0, 1))],
+        KAFKA_COLUMNS,
+    )
+    routed = land.routed(land.parsed_messages(records))
+    zones = {row.zone: row for row in routed.where("zone = 'quarantine' OR meter = 1").collect()}
+    assert zones["quarantine"].value == b"not json" and zones["quarantine"].offset == 41
+    assert zones["quarantine"].house_id is None and zones["quarantine"].error
+    assert zones["quarantine"].date == dt.date(2011, 4, 18)
+    assert zones["raw"].value is None and zones["raw"].offset is None and zones["raw"].error is None
+    assert routed.where("zone = 'raw'").count() == 3
