@@ -12,7 +12,8 @@ SMW_JARS_DIR   ?= $(CURDIR)/.deps/jars
 # spark-submit reads spark-defaults.conf (connector jars, interpreter) from here.
 SPARK_CONF_DIR ?= $(abspath $(SMW_JARS_DIR)/../spark-conf)
 export SMW_JARS_DIR SPARK_CONF_DIR
-SPARK_SUBMIT := $(VENV)/bin/spark-submit
+# The venv first on PATH: spark-submit finds pyspark (SPARK_HOME) through `python3`.
+SPARK_SUBMIT := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/spark-submit
 PYTEST_ARGS ?=
 
 STAMP_VENV  := $(VENV)/.installed
@@ -60,6 +61,15 @@ status: ## Show each service with pid, address, readiness and memory
 init: up ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/indexes (idempotent)
 	$(PY) -m smw.init
 
+## ---------------------------------------------------------------- pipeline
+.PHONY: land land-once
+LAND_ARGS ?=
+land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C stops cleanly)
+	$(SPARK_SUBMIT) ingest/land.py $(LAND_ARGS)
+
+land-once: init ## Land everything in Kafka now, then stop (nightly runs)
+	$(SPARK_SUBMIT) ingest/land.py --once $(LAND_ARGS)
+
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit
 test: setup up init ## Run the whole test suite against the local services (what CI runs)
@@ -69,9 +79,12 @@ test-unit: setup ## Run only the tests that need no service
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 ## ---------------------------------------------------------------- benchmarks
-.PHONY: bench
-bench: ## Run every benchmark
-	@echo "benchmarks are added with the layers they measure; none yet"
+.PHONY: bench bench-land
+BENCH_LAND_ARGS ?=
+bench: bench-land ## Run every benchmark
+
+bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone (median of 3)
+	$(PY) -m ingest.bench_land $(BENCH_LAND_ARGS)
 
 ## ---------------------------------------------------------------- demo
 .PHONY: demo

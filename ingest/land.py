@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     settings = config.from_args(args)
 
     from smw import spark as spark_builder
