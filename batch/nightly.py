@@ -1,0 +1,370 @@
+"""Nightly batch: daily kWh per meter, appliance, house and zip, hourly rollups and thresholds into Cassandra.
+
+    spark-submit batch/nightly.py --date 2024-04-02
+    spark-submit batch/nightly.py --from 2024-04-01 --to 2024-04-30      # backfill
+    python -m batch.nightly --help
+
+Reads the raw zone (the landing job's output, or a generated Parquet dataset with
+`--readings`), the houses (time zone, zip) from Cassandra or `--houses`, and writes
+the serving tables of infra/cql/001_serving.cql by upsert, so re-running a date
+changes nothing. Days are local days of each house. See docs/batch.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from batch import energy
+from smw import config
+
+log = logging.getLogger("batch.nightly")
+
+HOURLY_SCHEMA = (
+    "house_id string, meter int, day date, hour_start_s double, energy_j double, covered_s double, "
+    "samples long, min_w double, max_w double"
+)
+THRESHOLD_SCHEMA = "house_id string, meter int, threshold_w double, samples long, hourly array<double>"
+
+
+class Params:
+    """The knobs of the nightly maths, with their documented defaults."""
+
+    def __init__(self, mains_cap_s: float = 30.0, circuit_cap_s: float = 50.0, quantile: float = 0.97,
+                 off_level_w: float = 10.0, window_days: int = 30, min_hour_samples: int = 30,
+                 default_tz: str = "America/New_York"):
+        for name, cap in (("mains", mains_cap_s), ("circuit", circuit_cap_s)):
+            if not 0 < cap <= energy.MAX_CAP_S:
+                raise ValueError(f"{name} maximum sample period must be in (0, 3600] s, got {cap}")
+        if not 0 < quantile < 1:
+            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+        ZoneInfo(default_tz)  # fails early on a typo
+        self.mains_cap_s, self.circuit_cap_s = mains_cap_s, circuit_cap_s
+        self.quantile, self.off_level_w = quantile, off_level_w
+        self.window_days, self.min_hour_samples = window_days, min_hour_samples
+        self.default_tz = default_tz
+
+
+# -- transforms ----------------------------------------------------------------------
+
+
+def meters(readings):
+    """One row per (house_id, meter) with its label and normalised appliance name."""
+    from pyspark.sql import functions as F
+
+    return readings.groupBy("house_id", "meter").agg(
+        F.max("label").alias("label"), F.max("appliance").alias("appliance")
+    )
+
+
+def hourly_energy(readings, meter_info: pd.DataFrame, house_tz: dict[str, str], params: Params,
+                  first_day: dt.date, last_day: dt.date):
+    """Hourly energy per (house, meter, local hour) for the local days first_day..last_day."""
+    mains = {(h, m) for h, m, a in meter_info[["house_id", "meter", "appliance"]].itertuples(index=False)
+             if a == "mains"}
+
+    def per_meter(group: pd.DataFrame) -> pd.DataFrame:
+        house_id, meter = group["house_id"].iat[0], int(group["meter"].iat[0])
+        cap_s = params.mains_cap_s if (house_id, meter) in mains else params.circuit_cap_s
+        hours = energy.hourly_pieces(group["ts_s"].to_numpy(), group["power_w"].to_numpy(), cap_s,
+                                     house_tz.get(house_id, params.default_tz))
+        hours = hours[(hours["day"] >= first_day) & (hours["day"] <= last_day)]
+        hours.insert(0, "meter", meter)
+        hours.insert(0, "house_id", house_id)
+        return hours[["house_id", "meter", "day", "hour_start_s", "energy_j", "covered_s", "samples",
+                      "min_w", "max_w"]]
+
+    columns = readings.select("house_id", "meter", "ts_s", "power_w")
+    return columns.groupBy("house_id", "meter").applyInPandas(per_meter, HOURLY_SCHEMA)
+
+
+def hourly_rollup(hourly, meter_info_df):
+    """Rows of the hourly_energy table: kWh, time-weighted mean, min, max W, samples."""
+    from pyspark.sql import functions as F
+
+    return hourly.join(meter_info_df, ["house_id", "meter"]).select(
+        "house_id", "day", F.timestamp_seconds("hour_start_s").alias("hour_start"), "meter",
+        (F.col("energy_j") / energy.J_PER_KWH).alias("energy_kwh"),
+        # Energy over covered time: the mean that agrees with the kWh figure.
+        F.when(F.col("covered_s") > 0, F.col("energy_j") / F.col("covered_s")).alias("mean_w"),
+        "min_w", "max_w", F.col("samples").cast("int").alias("samples"),
+    )
+
+
+def daily_energy(hourly, meter_info_df, house_tz_df):
+    """Rows of daily_energy_by_house: kWh, coverage (share of the local day with data), samples."""
+    from pyspark.sql import functions as F
+
+    day_length_s = (
+        F.unix_seconds(F.to_utc_timestamp(F.date_add("day", 1).cast("timestamp"), F.col("tz")))
+        - F.unix_seconds(F.to_utc_timestamp(F.col("day").cast("timestamp"), F.col("tz")))
+    )
+    daily = hourly.groupBy("house_id", "meter", "day").agg(
+        F.sum("energy_j").alias("energy_j"), F.sum("covered_s").alias("covered_s"), F.sum("samples").alias("samples")
+    )
+    return (
+        daily.join(meter_info_df, ["house_id", "meter"]).join(house_tz_df, "house_id")
+        .select("house_id", "day", "meter", "label", "appliance",
+                (F.col("energy_j") / energy.J_PER_KWH).alias("energy_kwh"),
+                (F.col("covered_s") / day_length_s).alias("coverage"), "samples")
+    )
+
+
+def house_totals(daily):
+    """Rows of daily_house_totals: mains (sum of mains legs), circuits, untracked = mains − circuits.
+
+    A house-day without mains readings keeps its circuits total; mains, untracked
+    and coverage (taken from the mains legs) are then null.
+    """
+    from pyspark.sql import functions as F
+
+    is_mains = F.col("appliance") == "mains"
+    totals = daily.groupBy("house_id", "day").agg(
+        F.sum(F.when(is_mains, F.col("energy_kwh"))).alias("mains_kwh"),
+        F.sum(F.when(~is_mains, F.col("energy_kwh"))).alias("circuits_kwh"),
+        F.min(F.when(is_mains, F.col("coverage"))).alias("coverage"),
+    )
+    return totals.select(
+        "house_id", "day", "mains_kwh", F.coalesce("circuits_kwh", F.lit(0.0)).alias("circuits_kwh"),
+        (F.col("mains_kwh") - F.coalesce("circuits_kwh", F.lit(0.0))).alias("untracked_kwh"), "coverage",
+    )
+
+
+def appliance_energy(daily, totals):
+    """Rows of daily_energy_by_appliance: an appliance's kWh (its channels summed) and share of mains."""
+    from pyspark.sql import functions as F
+
+    per_appliance = (
+        daily.where(F.col("appliance") != "mains")
+        .groupBy("appliance", "day", "house_id").agg(F.sum("energy_kwh").alias("energy_kwh"))
+    )
+    return per_appliance.join(totals.select("house_id", "day", "mains_kwh"), ["house_id", "day"], "left").select(
+        "appliance", "day", "house_id", "energy_kwh",
+        F.when(F.col("mains_kwh") > 0, F.col("energy_kwh") / F.col("mains_kwh")).alias("share_of_mains"),
+    )
+
+
+def zip_energy(totals, houses_df):
+    """Rows of daily_energy_by_zip: mains kWh summed per zip code and the houses reporting."""
+    from pyspark.sql import functions as F
+
+    reporting = totals.where(F.col("mains_kwh").isNotNull()).join(houses_df.select("house_id", "zip"), "house_id")
+    return reporting.groupBy("day", "zip").agg(
+        F.sum("mains_kwh").alias("energy_kwh"), F.count("house_id").cast("int").alias("houses")
+    )
+
+
+def thresholds(readings, meter_info_df, house_tz: dict[str, str], params: Params, computed_at: dt.datetime):
+    """Rows of the thresholds table: the quantile of power per meter over the loaded window, plus a per-hour profile."""
+    from pyspark.sql import functions as F
+
+    def per_meter(group: pd.DataFrame) -> pd.DataFrame:
+        house_id = group["house_id"].iat[0]
+        threshold_w, samples, profile = energy.quantile_thresholds(
+            group["ts_s"].to_numpy(), group["power_w"].to_numpy(), house_tz.get(house_id, params.default_tz),
+            params.quantile, params.off_level_w, params.min_hour_samples,
+        )
+        return pd.DataFrame({"house_id": [house_id], "meter": [int(group["meter"].iat[0])],
+                             "threshold_w": [threshold_w], "samples": [samples], "hourly": [profile]})
+
+    computed = readings.select("house_id", "meter", "ts_s", "power_w").groupBy("house_id", "meter").applyInPandas(
+        per_meter, THRESHOLD_SCHEMA
+    )
+    hours = F.sequence(F.lit(0), F.lit(23))
+    profile = F.map_from_entries(F.filter(
+        F.transform(hours, lambda h: F.struct(h.alias("hour"), F.col("hourly")[h].alias("w"))),
+        lambda e: ~F.isnan(e["w"]),
+    ))
+    return computed.where(F.col("samples") > 0).join(meter_info_df, ["house_id", "meter"]).select(
+        "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"),
+        "threshold_w", profile.alias("hourly_threshold_w"), "samples",
+        F.lit(params.window_days).alias("window_days"), F.lit(computed_at).cast("timestamp").alias("computed_at"),
+    )
+
+
+# -- I/O -------------------------------------------------------------------------------
+
+
+def utc_dates(first_day: dt.date, last_day: dt.date) -> list[str]:
+    """UTC partitions that hold the local days first_day..last_day of any zone (±14 h) and their successors."""
+    days = (last_day - first_day).days + 3
+    return [(first_day + dt.timedelta(days=offset - 1)).isoformat() for offset in range(days)]
+
+
+def read_readings(spark, settings: config.Settings, readings_path: str | None, first_day: dt.date,
+                  last_day: dt.date):
+    """Readings of the UTC date partitions covering the local days first_day..last_day."""
+    from pyspark.sql import functions as F
+
+    wanted = [F.lit(d).cast("date") for d in utc_dates(first_day, last_day)]
+    if readings_path:
+        frame = spark.read.parquet(readings_path)
+    else:
+        from ingest import land
+
+        frame = land.read_raw(spark, settings)
+    return frame.where(F.col("date").cast("date").isin(*wanted)).select(
+        "house_id", "meter", "label", "appliance", "ts_s", "power_w"
+    )
+
+
+def read_houses(spark, settings: config.Settings, houses_path: str | None):
+    """house_id, zip, tz of every known house (Cassandra `houses`, or a Parquet/JSON file)."""
+    if houses_path:
+        reader = spark.read.json if houses_path.endswith(".json") else spark.read.parquet
+        return reader(houses_path).select("house_id", "zip", "tz")
+    return (
+        spark.read.format("org.apache.spark.sql.cassandra")
+        .options(keyspace=settings.cassandra_keyspace, table="houses").load()
+        .select("house_id", "zip", "tz")
+    )
+
+
+def write_table(frame, settings: config.Settings, table: str) -> None:
+    """Upsert a DataFrame into a Cassandra table through the Spark Cassandra Connector."""
+    (frame.write.format("org.apache.spark.sql.cassandra")
+        .options(keyspace=settings.cassandra_keyspace, table=table)
+        .mode("append").save())
+
+
+def check_cassandra(settings: config.Settings) -> None:
+    """Fail fast, with a clear message, when Cassandra or the schema is not there."""
+    from cassandra.cluster import NoHostAvailable
+
+    from smw import cql
+
+    try:
+        handle, session = cql.connect(settings)
+    except NoHostAvailable as exc:
+        raise SystemExit(
+            f"error: Cassandra is unreachable at {settings.cassandra_hosts}:{settings.cassandra_port} ({exc}); "
+            "is it running? (`make up`)"
+        ) from None
+    except Exception as exc:  # InvalidRequest: keyspace missing
+        raise SystemExit(f"error: Cassandra keyspace {settings.cassandra_keyspace!r} unusable ({exc}); "
+                         "run `make init`") from None
+    handle.shutdown()
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def run(spark, settings: config.Settings, params: Params, first_day: dt.date, last_day: dt.date,
+        readings_path: str | None = None, houses_path: str | None = None, write: bool = True) -> dict:
+    """Compute every output for the local days first_day..last_day; returns the DataFrames by table."""
+    from pyspark.sql import functions as F
+
+    t0 = time.perf_counter()
+    houses_df = read_houses(spark, settings, houses_path).cache()
+    house_rows = houses_df.collect()
+    house_tz = {row.house_id: row.tz for row in house_rows if row.tz}
+    known = {row.house_id for row in house_rows}
+
+    readings = read_readings(spark, settings, readings_path, first_day, last_day)
+    meter_info = meters(readings).toPandas()
+    unknown = sorted(set(meter_info["house_id"]) - known)
+    if unknown:
+        log.warning("%d house(s) with readings but no metadata (time zone %s, no zip): %s",
+                    len(unknown), params.default_tz, ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""))
+    meter_info_df = F.broadcast(spark.createDataFrame(meter_info, "house_id string, meter int, label string, appliance string"))
+    house_tz_df = F.broadcast(spark.createDataFrame(
+        [(h, house_tz.get(h, params.default_tz)) for h in set(meter_info["house_id"]) | known] or [("", "UTC")],
+        "house_id string, tz string",
+    ))
+
+    hourly = hourly_energy(readings, meter_info, house_tz, params, first_day, last_day).cache()
+    daily = daily_energy(hourly, meter_info_df, house_tz_df).cache()
+    totals = house_totals(daily).cache()
+    outputs = {
+        "hourly_energy": hourly_rollup(hourly, meter_info_df),
+        "daily_energy_by_house": daily,
+        "daily_house_totals": totals,
+        "daily_energy_by_appliance": appliance_energy(daily, totals),
+        "daily_energy_by_zip": zip_energy(totals, houses_df),
+    }
+    window_first = last_day - dt.timedelta(days=params.window_days - 1)
+    window = read_readings(spark, settings, readings_path, window_first, last_day)
+    # Only readings inside the window's local days (by the house's zone) count.
+    computed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    outputs["thresholds"] = thresholds(
+        local_days(window, house_tz_df, window_first, last_day), meter_info_df, house_tz, params, computed_at
+    )
+    if write:
+        for table, frame in outputs.items():
+            t_table = time.perf_counter()
+            write_table(frame, settings, table)
+            log.info("%s written in %.1f s", table, time.perf_counter() - t_table)
+    log.info("nightly %s..%s done in %.1f s", first_day, last_day, time.perf_counter() - t0)
+    return outputs
+
+
+def local_days(readings, house_tz_df, first_day: dt.date, last_day: dt.date):
+    """Readings whose local date (in the house's zone) lies in first_day..last_day."""
+    from pyspark.sql import functions as F
+
+    local_day = F.to_date(F.from_utc_timestamp(F.timestamp_seconds("ts_s"), F.col("tz")))
+    return (readings.join(house_tz_df, "house_id", "left")
+            .withColumn("tz", F.coalesce("tz", F.lit("UTC")))
+            .where(local_day.between(F.lit(first_day), F.lit(last_day)))
+            .drop("tz"))
+
+
+def yesterday(zone: str) -> dt.date:
+    return dt.datetime.now(ZoneInfo(zone)).date() - dt.timedelta(days=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="batch/nightly.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--date", type=dt.date.fromisoformat,
+                        help="local day to compute (default: yesterday in --zone)")
+    parser.add_argument("--from", dest="first_day", type=dt.date.fromisoformat, help="first day of a backfill")
+    parser.add_argument("--to", dest="last_day", type=dt.date.fromisoformat, help="last day of a backfill")
+    parser.add_argument("--zone", default="America/New_York",
+                        help="zone whose 'yesterday' is the default date, and the time zone of houses "
+                             "without metadata (default America/New_York, REDD's)")
+    parser.add_argument("--readings", help="Parquet readings partitioned by date (default: the landing raw zone)")
+    parser.add_argument("--houses", help="houses file (Parquet or JSON) instead of the Cassandra houses table")
+    parser.add_argument("--mains-cap-s", type=float, default=30.0, help="max sample period of mains (default 30 s)")
+    parser.add_argument("--circuit-cap-s", type=float, default=50.0,
+                        help="max sample period of circuits (default 50 s)")
+    parser.add_argument("--quantile", type=float, default=0.97, help="threshold quantile (default 0.97)")
+    parser.add_argument("--off-level-w", type=float, default=10.0,
+                        help="readings at or below this power are 'off' and excluded from thresholds (default 10 W)")
+    parser.add_argument("--window-days", type=int, default=30, help="threshold window in days (default 30)")
+    config.add_arguments(parser, "cassandra_hosts", "cassandra_keyspace", "data_dir", "spark_master")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    if (args.first_day is None) != (args.last_day is None):
+        parser.error("--from and --to go together")
+    if args.date and args.first_day:
+        parser.error("give --date or --from/--to, not both")
+    first_day = args.first_day or args.date or yesterday(args.zone)
+    last_day = args.last_day or first_day
+    if last_day < first_day:
+        parser.error("--to is before --from")
+    try:
+        params = Params(args.mains_cap_s, args.circuit_cap_s, args.quantile, args.off_level_w, args.window_days,
+                        default_tz=args.zone)
+    except (ValueError, KeyError) as exc:
+        parser.error(str(exc))
+    settings = config.from_args(args)
+    check_cassandra(settings)
+
+    from smw import spark as spark_builder
+
+    spark = spark_builder.session("smw-nightly", settings)
+    try:
+        run(spark, settings, params, first_day, last_day, args.readings, args.houses)
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The nightly job's Spark transforms on inline rows, and one run into Cassandra."""
+import datetime as dt
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch import nightly
+from smw import cql
+
+pytestmark = pytest.mark.spark
+DAY = dt.date(2011, 4, 18)
+MIDNIGHT_NY = dt.datetime(2011, 4, 18, 4, 0, tzinfo=dt.timezone.utc).timestamp()
+
+
+def write_inputs(tmp_path, rows, houses):
+    table = pa.table({
+        "house_id": [r[0] for r in rows], "meter": pa.array([r[1] for r in rows], pa.int32()),
+        "label": [r[2] for r in rows], "appliance": [r[2] for r in rows],
+        "ts_s": [float(r[3]) for r in rows], "power_w": [float(r[4]) for r in rows],
+        "date": [dt.datetime.fromtimestamp(r[3], dt.timezone.utc).date().isoformat() for r in rows],
+    })
+    pq.write_to_dataset(table, tmp_path / "readings", partition_cols=["date"])
+    (tmp_path / "houses.json").write_text("\n".join(json.dumps(h) for h in houses))
+    return str(tmp_path / "readings"), str(tmp_path / "houses.json")
+
+
+def rows_for(house, meter, label, start, count, step, power):
+    return [(house, meter, label, start + i * step, power) for i in range(count)]
+
+
+@pytest.fixture
+def outputs(spark, settings, tmp_path):
+    rows = (
+        # h1: two mains legs and a fridge, readings from 1 h before to 1 h after the local day.
+        rows_for("h1", 1, "mains", MIDNIGHT_NY - 3600, 26 * 3600 // 10, 10, 400.0)
+        + rows_for("h1", 2, "mains", MIDNIGHT_NY - 3600, 26 * 3600 // 10, 10, 200.0)
+        + rows_for("h1", 5, "refrigerator", MIDNIGHT_NY - 3600, 26 * 3600 // 30, 30, 120.0)
+        + rows_for("h1", 6, "lighting", MIDNIGHT_NY, 3600 // 30, 30, 60.0)
+        + rows_for("h1", 7, "lighting", MIDNIGHT_NY, 3600 // 30, 30, 30.0)
+        # h2: circuits only, no mains at all.
+        + rows_for("h2", 3, "oven", MIDNIGHT_NY + 7200, 100, 3, 2000.0)
+    )
+    readings, houses = write_inputs(tmp_path, rows, [
+        {"house_id": "h1", "zip": "02139", "tz": "America/New_York"},
+        {"house_id": "h2", "zip": "02139", "tz": "America/New_York"},
+    ])
+    result = nightly.run(spark, settings, nightly.Params(), DAY, DAY, readings, houses, write=False)
+    return {name: frame.collect() for name, frame in result.items()}
+
+
+def test_daily_energy_per_meter(outputs):
+    daily = {(r.house_id, r.meter): r for r in outputs["daily_energy_by_house"]}
+    assert daily[("h1", 1)].energy_kwh == pytest.approx(400 * 24 / 1000)
+    assert daily[("h1", 1)].coverage == pytest.approx(1.0)
+    assert daily[("h1", 5)].energy_kwh == pytest.approx(120 * 24 / 1000)
+    assert daily[("h1", 6)].energy_kwh == pytest.approx(60 * (3600 - 30) / 3.6e6)  # last reading covers nothing
+    assert daily[("h2", 3)].energy_kwh == pytest.approx(2000 * 99 * 3 / 3.6e6)
+    assert all(r.day == DAY for r in outputs["daily_energy_by_house"])
+
+
+def test_house_totals_with_and_without_mains(outputs):
+    totals = {r.house_id: r for r in outputs["daily_house_totals"]}
+    circuits = 120 * 24 / 1000 + (60 + 30) * (3600 - 30) / 3.6e6
+    assert totals["h1"].mains_kwh == pytest.approx(600 * 24 / 1000)
+    assert totals["h1"].circuits_kwh == pytest.approx(circuits)
+    assert totals["h1"].untracked_kwh == pytest.approx(600 * 24 / 1000 - circuits)
+    assert totals["h2"].mains_kwh is None and totals["h2"].untracked_kwh is None
+    assert totals["h2"].circuits_kwh == pytest.approx(2000 * 99 * 3 / 3.6e6)
+
+
+def test_appliances_sum_their_channels_and_share_mains(outputs):
+    lighting = [r for r in outputs["daily_energy_by_appliance"] if r.appliance == "lighting"]
+    assert len(lighting) == 1
+    assert lighting[0].energy_kwh == pytest.approx(90 * (3600 - 30) / 3.6e6)
+    assert lighting[0].share_of_mains == pytest.approx(lighting[0].energy_kwh / 14.4)
+    oven = [r for r in outputs["daily_energy_by_appliance"] if r.appliance == "oven"][0]
+    assert oven.share_of_mains is None
+
+
+def test_zip_counts_houses_with_mains(outputs):
+    (row,) = outputs["daily_energy_by_zip"]
+    assert (row.zip, row.houses) == ("02139", 1) and row.energy_kwh == pytest.approx(14.4)
+
+
+def test_hourly_rollup(outputs):
+    fridge = sorted((r for r in outputs["hourly_energy"] if r.house_id == "h1" and r.meter == 5),
+                    key=lambda r: r.hour_start)
+    assert len(fridge) == 24
+    assert all(r.energy_kwh == pytest.approx(0.12) and r.samples == 120 and r.mean_w == pytest.approx(120)
+               for r in fridge)
+
+
+def test_thresholds(outputs):
+    limits = {(r.house_id, r.meter): r for r in outputs["thresholds"]}
+    assert limits[("h2", 3)].threshold_w == pytest.approx(2000.0)
+    assert limits[("h1", 5)].quantile == 0.97 and limits[("h1", 5)].window_days == 30
+    assert set(limits[("h1", 5)].hourly_threshold_w) == set(range(24))
+
+
+@pytest.mark.integration
+def test_run_writes_cassandra_and_rerun_changes_nothing(spark, settings, tmp_path, cassandra_session):
+    rows = rows_for("hx-cass", 1, "mains", MIDNIGHT_NY, 8640, 10, 100.0)
+    readings, houses = write_inputs(tmp_path, rows, [{"house_id": "hx-cass", "zip": "10001",
+                                                      "tz": "America/New_York"}])
+    select = cassandra_session.prepare(
+        "SELECT day, meter, energy_kwh, coverage FROM daily_energy_by_house WHERE house_id = ?")
+    for _ in range(2):
+        nightly.run(spark, settings, nightly.Params(), DAY, DAY, readings, houses)
+        got = [(r.day.date(), r.meter, r.energy_kwh) for r in cassandra_session.execute(select, ("hx-cass",))]
+        assert got == [(DAY, 1, pytest.approx(100 * (86400 - 10) / 3.6e6))]
+    limit = cassandra_session.execute(
+        "SELECT threshold_w FROM thresholds WHERE house_id = 'hx-cass' AND meter = 1").one()
+    assert limit.threshold_w == pytest.approx(100.0)
+
+
+def test_unreachable_cassandra_is_a_clear_error(settings):
+    with pytest.raises(SystemExit, match="unreachable"):
+        nightly.check_cassandra(settings.replace(cassandra_hosts="127.0.0.1", cassandra_port="1"))
