@@ -18,6 +18,7 @@ import sys
 import time
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 from batch import energy
@@ -25,11 +26,12 @@ from smw import config
 
 log = logging.getLogger("batch.nightly")
 
-HOURLY_SCHEMA = (
+# Output of the per-meter pass: hour rows (day set) and one threshold row per meter (day null).
+STATS_SCHEMA = (
     "house_id string, meter int, day date, hour_start_s double, energy_j double, covered_s double, "
-    "samples long, min_w double, max_w double"
+    "samples long, min_w double, max_w double, threshold_w double, threshold_samples long, hourly array<double>"
 )
-THRESHOLD_SCHEMA = "house_id string, meter int, threshold_w double, samples long, hourly array<double>"
+HOUR_COLUMNS = ["house_id", "meter", "day", "hour_start_s", "energy_j", "covered_s", "samples", "min_w", "max_w"]
 
 
 class Params:
@@ -62,25 +64,40 @@ def meters(readings):
     )
 
 
-def hourly_energy(readings, meter_info: pd.DataFrame, house_tz: dict[str, str], params: Params,
-                  first_day: dt.date, last_day: dt.date):
-    """Hourly energy per (house, meter, local hour) for the local days first_day..last_day."""
+def meter_stats(readings, meter_info: pd.DataFrame, house_tz: dict[str, str], params: Params,
+                energy_days: tuple[dt.date, dt.date], threshold_days: tuple[dt.date, dt.date]):
+    """One pass per (house, meter): hour rows for `energy_days`, one threshold row over `threshold_days`.
+
+    Both results need a meter's readings in time order, so one shuffle serves both;
+    the threshold row has a null `day`.
+    """
     mains = {(h, m) for h, m, a in meter_info[["house_id", "meter", "appliance"]].itertuples(index=False)
              if a == "mains"}
+    epoch = dt.date(1970, 1, 1)
+    window = [(d - epoch).days for d in threshold_days]
 
     def per_meter(group: pd.DataFrame) -> pd.DataFrame:
         house_id, meter = group["house_id"].iat[0], int(group["meter"].iat[0])
+        tz = house_tz.get(house_id, params.default_tz)
+        ts_s, power_w = group["ts_s"].to_numpy(), group["power_w"].to_numpy()
         cap_s = params.mains_cap_s if (house_id, meter) in mains else params.circuit_cap_s
-        hours = energy.hourly_pieces(group["ts_s"].to_numpy(), group["power_w"].to_numpy(), cap_s,
-                                     house_tz.get(house_id, params.default_tz))
-        hours = hours[(hours["day"] >= first_day) & (hours["day"] <= last_day)]
+        hours = energy.hourly_pieces(ts_s, power_w, cap_s, tz)
+        hours = hours[(hours["day"] >= energy_days[0]) & (hours["day"] <= energy_days[1])]
         hours.insert(0, "meter", meter)
         hours.insert(0, "house_id", house_id)
-        return hours[["house_id", "meter", "day", "hour_start_s", "energy_j", "covered_s", "samples",
-                      "min_w", "max_w"]]
+        local_day = np.floor(energy.local_seconds(ts_s, tz) / 86400.0)
+        in_window = (local_day >= window[0]) & (local_day <= window[1])
+        threshold_w, samples, profile = energy.quantile_thresholds(
+            ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w, params.min_hour_samples
+        )
+        threshold_row = pd.DataFrame({"house_id": [house_id], "meter": [meter], "day": [None],
+                                      "threshold_w": [threshold_w], "threshold_samples": [samples],
+                                      "hourly": [profile]})
+        hour_rows = hours[HOUR_COLUMNS].assign(threshold_w=np.nan, threshold_samples=0, hourly=None)
+        return pd.concat([hour_rows, threshold_row], ignore_index=True)
 
     columns = readings.select("house_id", "meter", "ts_s", "power_w")
-    return columns.groupBy("house_id", "meter").applyInPandas(per_meter, HOURLY_SCHEMA)
+    return columns.groupBy("house_id", "meter").applyInPandas(per_meter, STATS_SCHEMA)
 
 
 def hourly_rollup(hourly, meter_info_df):
@@ -159,30 +176,19 @@ def zip_energy(totals, houses_df):
     )
 
 
-def thresholds(readings, meter_info_df, house_tz: dict[str, str], params: Params, computed_at: dt.datetime):
-    """Rows of the thresholds table: the quantile of power per meter over the loaded window, plus a per-hour profile."""
+def thresholds(stats, meter_info_df, params: Params, computed_at: dt.datetime):
+    """Rows of the thresholds table from the threshold rows of `meter_stats`."""
     from pyspark.sql import functions as F
 
-    def per_meter(group: pd.DataFrame) -> pd.DataFrame:
-        house_id = group["house_id"].iat[0]
-        threshold_w, samples, profile = energy.quantile_thresholds(
-            group["ts_s"].to_numpy(), group["power_w"].to_numpy(), house_tz.get(house_id, params.default_tz),
-            params.quantile, params.off_level_w, params.min_hour_samples,
-        )
-        return pd.DataFrame({"house_id": [house_id], "meter": [int(group["meter"].iat[0])],
-                             "threshold_w": [threshold_w], "samples": [samples], "hourly": [profile]})
-
-    computed = readings.select("house_id", "meter", "ts_s", "power_w").groupBy("house_id", "meter").applyInPandas(
-        per_meter, THRESHOLD_SCHEMA
-    )
     hours = F.sequence(F.lit(0), F.lit(23))
     profile = F.map_from_entries(F.filter(
         F.transform(hours, lambda h: F.struct(h.alias("hour"), F.col("hourly")[h].alias("w"))),
         lambda e: ~F.isnan(e["w"]),
     ))
-    return computed.where(F.col("samples") > 0).join(meter_info_df, ["house_id", "meter"]).select(
+    rows = stats.where(F.col("day").isNull() & (F.col("threshold_samples") > 0))
+    return rows.join(meter_info_df, ["house_id", "meter"]).select(
         "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"),
-        "threshold_w", profile.alias("hourly_threshold_w"), "samples",
+        "threshold_w", profile.alias("hourly_threshold_w"), F.col("threshold_samples").alias("samples"),
         F.lit(params.window_days).alias("window_days"), F.lit(computed_at).cast("timestamp").alias("computed_at"),
     )
 
@@ -265,7 +271,8 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     house_tz = {row.house_id: row.tz for row in house_rows if row.tz}
     known = {row.house_id for row in house_rows}
 
-    readings = read_readings(spark, settings, readings_path, first_day, last_day)
+    window_first = last_day - dt.timedelta(days=params.window_days - 1)
+    readings = read_readings(spark, settings, readings_path, min(first_day, window_first), last_day)
     meter_info = meters(readings).toPandas()
     unknown = sorted(set(meter_info["house_id"]) - known)
     if unknown:
@@ -277,7 +284,9 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
         "house_id string, tz string",
     ))
 
-    hourly = hourly_energy(readings, meter_info, house_tz, params, first_day, last_day).cache()
+    stats = meter_stats(readings, meter_info, house_tz, params, (first_day, last_day), (window_first, last_day))
+    stats = stats.cache()
+    hourly = stats.where(F.col("day").isNotNull()).select(*HOUR_COLUMNS)
     daily = daily_energy(hourly, meter_info_df, house_tz_df).cache()
     totals = house_totals(daily).cache()
     outputs = {
@@ -287,13 +296,8 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
         "daily_energy_by_appliance": appliance_energy(daily, totals),
         "daily_energy_by_zip": zip_energy(totals, houses_df),
     }
-    window_first = last_day - dt.timedelta(days=params.window_days - 1)
-    window = read_readings(spark, settings, readings_path, window_first, last_day)
-    # Only readings inside the window's local days (by the house's zone) count.
     computed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    outputs["thresholds"] = thresholds(
-        local_days(window, house_tz_df, window_first, last_day), meter_info_df, house_tz, params, computed_at
-    )
+    outputs["thresholds"] = thresholds(stats, meter_info_df, params, computed_at)
     if write:
         for table, frame in outputs.items():
             t_table = time.perf_counter()
@@ -301,17 +305,6 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
             log.info("%s written in %.1f s", table, time.perf_counter() - t_table)
     log.info("nightly %s..%s done in %.1f s", first_day, last_day, time.perf_counter() - t0)
     return outputs
-
-
-def local_days(readings, house_tz_df, first_day: dt.date, last_day: dt.date):
-    """Readings whose local date (in the house's zone) lies in first_day..last_day."""
-    from pyspark.sql import functions as F
-
-    local_day = F.to_date(F.from_utc_timestamp(F.timestamp_seconds("ts_s"), F.col("tz")))
-    return (readings.join(house_tz_df, "house_id", "left")
-            .withColumn("tz", F.coalesce("tz", F.lit("UTC")))
-            .where(local_day.between(F.lit(first_day), F.lit(last_day)))
-            .drop("tz"))
 
 
 def yesterday(zone: str) -> dt.date:
