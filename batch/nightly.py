@@ -261,8 +261,12 @@ def check_cassandra(settings: config.Settings) -> None:
 
 
 def run(spark, settings: config.Settings, params: Params, first_day: dt.date, last_day: dt.date,
-        readings_path: str | None = None, houses_path: str | None = None, write: bool = True) -> dict:
-    """Compute every output for the local days first_day..last_day; returns the DataFrames by table."""
+        readings_path: str | None = None, houses_path: str | None = None, write: bool | None = True) -> dict:
+    """Compute every output for the local days first_day..last_day; returns the DataFrames by table.
+
+    write=True upserts them into Cassandra; None computes and counts them without
+    writing (for timing); False leaves them lazy.
+    """
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
@@ -298,11 +302,13 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     }
     computed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     outputs["thresholds"] = thresholds(stats, meter_info_df, params, computed_at)
-    if write:
-        for table, frame in outputs.items():
-            t_table = time.perf_counter()
+    for table, frame in outputs.items():
+        t_table = time.perf_counter()
+        if write:
             write_table(frame, settings, table)
             log.info("%s written in %.1f s", table, time.perf_counter() - t_table)
+        elif write is None:
+            log.info("%s: %d rows computed in %.1f s (not written)", table, frame.count(), time.perf_counter() - t_table)
     log.info("nightly %s..%s done in %.1f s", first_day, last_day, time.perf_counter() - t0)
     return outputs
 
@@ -329,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--off-level-w", type=float, default=10.0,
                         help="readings at or below this power are 'off' and excluded from thresholds (default 10 W)")
     parser.add_argument("--window-days", type=int, default=30, help="threshold window in days (default 30)")
+    parser.add_argument("--no-write", action="store_true",
+                        help="compute and count every output without writing Cassandra (timing, dry runs)")
     config.add_arguments(parser, "cassandra_hosts", "cassandra_keyspace", "data_dir", "spark_master")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -347,13 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as exc:
         parser.error(str(exc))
     settings = config.from_args(args)
-    check_cassandra(settings)
+    if not (args.no_write and args.houses):
+        check_cassandra(settings)
 
     from smw import spark as spark_builder
 
     spark = spark_builder.session("smw-nightly", settings)
     try:
-        run(spark, settings, params, first_day, last_day, args.readings, args.houses)
+        run(spark, settings, params, first_day, last_day, args.readings, args.houses,
+            write=None if args.no_write else True)
     finally:
         spark.stop()
     return 0

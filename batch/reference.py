@@ -99,10 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--houses", required=True, help="houses file (Parquet or JSON) with house_id, tz")
     parser.add_argument("--from", dest="first_day", required=True, type=dt.date.fromisoformat)
     parser.add_argument("--to", dest="last_day", required=True, type=dt.date.fromisoformat)
+    parser.add_argument("--window-days", type=int, default=30, help="threshold window in days (default 30)")
+    parser.add_argument("--rows", action="store_true", help="print the rows, not just their counts")
     args = parser.parse_args(argv)
     connection = connect()
-    for row in daily_energy(connection, args.readings, args.houses, args.first_day, args.last_day):
-        print(*row, sep="\t")
+    daily = daily_energy(connection, args.readings, args.houses, args.first_day, args.last_day)
+    window_first = args.last_day - dt.timedelta(days=args.window_days - 1)
+    limits = thresholds(connection, args.readings, args.houses, window_first, args.last_day)
+    if args.rows:
+        for row in daily + limits:
+            print(*row, sep="\t")
+    print(f"{len(daily)} daily meter rows, {len(limits)} thresholds")
     return 0
 
 

@@ -1,0 +1,101 @@
+"""Benchmark the nightly job against DuckDB computing the same outputs from the same Parquet.
+
+    python -m batch.bench [--sizes 10M,100M] [--days 7] [--repeats 3] [--work DIR]
+
+For each size: generates houses (datasets.generator) until the readings reach the
+size, then times, side by side and alternating, the whole nightly job as
+`spark-submit batch/nightly.py --from .. --to .. --no-write` (daily, hourly, totals,
+appliance, zip and threshold outputs computed and counted; the JVM start included)
+and `python -m batch.reference` in DuckDB (daily energy and thresholds). Prints
+medians, the Spark/DuckDB ratio, and how time scales with size.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from smw import config
+
+READINGS_PER_HOUSE_DAY = 720_000  # about what the synthetic REDD-like houses produce
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    factor = {"K": 1_000, "M": 1_000_000, "G": 1_000_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("KMG")) * factor)
+
+
+def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
+    """Generate about `readings` readings over `days` days; returns (readings, first day, last day)."""
+    from datasets import generator
+
+    houses = max(1, round(readings / (READINGS_PER_HOUSE_DAY * days)))
+    cfg = generator.GeneratorConfig(houses=houses, days=days, seed=seed)
+    summary = generator.generate(cfg, out, "parquet")
+    first = dt.date.fromisoformat(cfg.start_date)
+    return summary.readings, first.isoformat(), (first + dt.timedelta(days=days - 1)).isoformat()
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=config.ROOT)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m batch.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10M,100M", help="comma-separated reading counts (default 10M,100M)")
+    parser.add_argument("--days", type=int, default=7, help="days of data per size (default 7)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine and size (default 3)")
+    parser.add_argument("--work", help="folder for generated data (default: a temporary folder, deleted)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    args = parser.parse_args(argv)
+
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+           "SPARK_LOG_LEVEL": "ERROR"}
+    work = Path(args.work or tempfile.mkdtemp(prefix="smw-bench-batch-"))
+    rows = []
+    try:
+        for size in [parse_size(s) for s in args.sizes.split(",")]:
+            out = work / f"n{size}"
+            t0 = time.perf_counter()
+            readings, first, last = generate(out, size, args.days, seed=size % 1000)
+            print(f"generated {readings:,} readings ({first}..{last}) in {time.perf_counter() - t0:.0f} s", flush=True)
+            inputs = ["--readings", str(out / "readings"), "--houses", str(out / "houses.parquet"),
+                      "--from", first, "--to", last]
+            spark_cmd = [os.path.join(venv_bin, "spark-submit"), "batch/nightly.py", "--no-write", *inputs]
+            duck_cmd = [sys.executable, "-m", "batch.reference", *inputs]
+            spark_s, duck_s = [], []
+            for run in range(args.repeats):
+                spark_s.append(timed(spark_cmd, env))
+                duck_s.append(timed(duck_cmd, env))
+                print(f"  run {run + 1}: spark {spark_s[-1]:.1f} s, duckdb {duck_s[-1]:.1f} s", flush=True)
+            rows.append((readings, statistics.median(spark_s), statistics.median(duck_s)))
+            if not args.keep:
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        if not args.keep and not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{'readings':>14} {'spark s':>9} {'duckdb s':>9} {'ratio':>6} {'spark readings/s':>17}")
+    for readings, spark_med, duck_med in rows:
+        print(f"{readings:>14,} {spark_med:>9.1f} {duck_med:>9.1f} {spark_med / duck_med:>6.2f} "
+              f"{readings / spark_med:>17,.0f}")
+    for (n0, s0, _), (n1, s1, _) in zip(rows, rows[1:]):
+        print(f"scaling {n0:,} -> {n1:,}: data x{n1 / n0:.1f}, spark time x{s1 / s0:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
