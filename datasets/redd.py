@@ -289,3 +289,24 @@ def iter_readings(root: str | Path, batch_rows: int = 1_000_000, stats: ReadStat
         if stats is not None:
             stats.merge(house.stats)
         yield from house_table(house).to_batches(max_chunksize=batch_rows)
+
+
+_WRITE_OPTIONS = pa_csv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
+
+
+def write_labels(house_dir: str | Path, labels: dict[int, str]) -> None:
+    """Write `labels.dat` (`<channel> <label>` per line, by channel number)."""
+    house_dir = Path(house_dir)
+    house_dir.mkdir(parents=True, exist_ok=True)
+    (house_dir / "labels.dat").write_text("".join(f"{m} {labels[m]}\n" for m in sorted(labels)), encoding="ascii")
+
+
+def write_channel(path: str | Path, ts_s: np.ndarray, power_w: np.ndarray, append: bool = False) -> int:
+    """Write (or append) `<unix seconds> <watts>` lines in REDD's format; returns bytes written."""
+    buffer = io.BytesIO()
+    pa_csv.write_csv(pa.table({"ts_s": pa.array(ts_s, pa.float64()), "power_w": pa.array(power_w, pa.float64())}),
+                     buffer, _WRITE_OPTIONS)
+    payload = buffer.getvalue()
+    with open(path, "ab" if append else "wb") as out:
+        out.write(payload)
+    return len(payload)
