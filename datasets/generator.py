@@ -351,7 +351,7 @@ class Generator:
         source = self.sources[plan.source]
         source_day = source.days[(plan.first_source_day + day) % len(source.days)]
         factors = plan.scale * np.asarray(plan.channel_jitter)
-        ts_s = source_day.ts_rel_s + self.day_start_ts_s(plan, day)  # float32 + float -> float64
+        ts_s = source_day.ts_rel_s.astype(np.float64) + self.day_start_ts_s(plan, day)
         power_w = source_day.power_w * factors[source_day.channel]
         spikes = self._inject_spikes(plan, day, source, source_day, ts_s, power_w)
         return HouseDay(plan, day, ts_s, power_w, source_day.channel, spikes)
