@@ -59,7 +59,7 @@ def test_mains_legs_are_the_sum_of_their_circuits_plus_untracked():
         model = house.untracked[leg - 1]
         # Each channel is rounded to 0.01 W, so allow that per channel on top of the noise.
         tolerance = model.noise_w + 0.01 * (len(circuits) + 1)
-        assert len(common) > 10  # circuits sample at independent phases: few common seconds
+        assert len(common) >= 5  # circuits sample at independent phases: few common seconds
         assert np.all(np.abs(untracked - model.mean_w) <= tolerance)
 
 
