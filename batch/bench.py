@@ -62,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     venv_bin = str(Path(sys.executable).parent)
+    from smw import spark as spark_builder
+
     env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-           "SPARK_LOG_LEVEL": "ERROR"}
+           "SPARK_CONF_DIR": str(spark_builder.spark_conf_dir()), "SPARK_LOG_LEVEL": "ERROR"}
     work = Path(args.work or tempfile.mkdtemp(prefix="smw-bench-batch-"))
     rows = []
     try:

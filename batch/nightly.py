@@ -278,6 +278,7 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     window_first = last_day - dt.timedelta(days=params.window_days - 1)
     readings = read_readings(spark, settings, readings_path, min(first_day, window_first), last_day)
     meter_info = meters(readings).toPandas()
+    log.info("%d houses, %d meters found in %.1f s", len(known), len(meter_info), time.perf_counter() - t0)
     unknown = sorted(set(meter_info["house_id"]) - known)
     if unknown:
         log.warning("%d house(s) with readings but no metadata (time zone %s, no zip): %s",
