@@ -70,6 +70,16 @@ land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C
 land-once: init ## Land everything in Kafka now, then stop (nightly runs)
 	$(SPARK_SUBMIT) ingest/land.py --once $(LAND_ARGS)
 
+.PHONY: batch houses
+DATE ?=
+BATCH_ARGS ?=
+batch: init ## Nightly batch into Cassandra for DATE=YYYY-MM-DD (default: yesterday); BATCH_ARGS="--from D --to D"
+	$(SPARK_SUBMIT) batch/nightly.py $(if $(DATE),--date $(DATE)) $(BATCH_ARGS)
+
+houses: init ## Register houses (time zone, zip) from HOUSES=path/to/houses.parquet
+	@test -n "$(HOUSES)" || { echo "usage: make houses HOUSES=path/to/houses.parquet"; exit 2; }
+	$(PY) -m batch.houses $(HOUSES)
+
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit
 test: setup up init ## Run the whole test suite against the local services (what CI runs)
@@ -79,9 +89,13 @@ test-unit: setup ## Run only the tests that need no service
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 ## ---------------------------------------------------------------- benchmarks
-.PHONY: bench bench-land
+.PHONY: bench bench-land bench-batch
 BENCH_LAND_ARGS ?=
-bench: bench-land ## Run every benchmark
+BENCH_BATCH_ARGS ?=
+bench: bench-land bench-batch ## Run every benchmark
+
+bench-batch: setup ## Nightly job vs DuckDB on generated data at 10M and 100M readings (BENCH_BATCH_ARGS="--sizes 10M,100M,600M")
+	$(PY) -m batch.bench $(BENCH_BATCH_ARGS)
 
 bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone (median of 3)
 	$(PY) -m ingest.bench_land $(BENCH_LAND_ARGS)

@@ -181,10 +181,12 @@ def thresholds(stats, meter_info_df, params: Params, computed_at: dt.datetime):
     from pyspark.sql import functions as F
 
     hours = F.sequence(F.lit(0), F.lit(23))
+    # Hours without enough readings come back as NaN or null (Arrow turns NaN into null).
     profile = F.map_from_entries(F.filter(
         F.transform(hours, lambda h: F.struct(h.alias("hour"), F.col("hourly")[h].alias("w"))),
-        lambda e: ~F.isnan(e["w"]),
+        lambda e: e["w"].isNotNull() & ~F.isnan(e["w"]),
     ))
+    profile = F.when(F.size(profile) > 0, profile)
     rows = stats.where(F.col("day").isNull() & (F.col("threshold_samples") > 0))
     return rows.join(meter_info_df, ["house_id", "meter"]).select(
         "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"),

@@ -118,3 +118,23 @@ def test_run_writes_cassandra_and_rerun_changes_nothing(spark, settings, tmp_pat
 def test_unreachable_cassandra_is_a_clear_error(settings):
     with pytest.raises(SystemExit, match="unreachable"):
         nightly.check_cassandra(settings.replace(cassandra_hosts="127.0.0.1", cassandra_port="1"))
+
+
+@pytest.mark.integration
+def test_houses_are_registered_from_a_generator_file(tmp_path, settings, cassandra_session):
+    from batch import houses
+
+    path = tmp_path / "houses.json"
+    path.write_text('{"house_id": "hreg-1", "tz": "America/Denver", "zip": "80202", "lat": 39.7, "lon": -105.0}\n')
+    assert houses.load(settings, houses.read_houses(path)) == 1
+    row = cassandra_session.execute("SELECT tz, zip, lat FROM houses WHERE house_id = 'hreg-1'").one()
+    assert (row.tz, row.zip, row.lat) == ("America/Denver", "80202", 39.7)
+
+
+def test_houses_with_unknown_zone_are_refused(tmp_path):
+    from batch import houses
+
+    path = tmp_path / "houses.json"
+    path.write_text('{"house_id": "h", "tz": "Mars/Olympus"}\n')
+    with pytest.raises(ValueError, match="unknown time zone"):
+        houses.read_houses(path)
