@@ -46,12 +46,23 @@ def kafka_ready(settings):
     return settings
 
 
+# Tables only the tests use. Created with the schema, before any test runs Spark: the
+# Spark Cassandra Connector caches table metadata and may not see a table created
+# a moment before it writes to it.
+TEST_TABLES = (
+    "CREATE TABLE IF NOT EXISTS spark_roundtrip ("
+    " house_id text, meter int, ts_s double, power_w double, PRIMARY KEY ((house_id), meter, ts_s))",
+)
+
+
 @pytest.fixture(scope="session")
 def cassandra_session(settings):
-    """A driver session in the test keyspace, with the product schema applied."""
+    """A driver session in the test keyspace, with the product schema and the test tables applied."""
     require(services.Cassandra(settings))
     handle, session = cql.connect(settings, keyspace=False)
     cql.apply_schema(session, settings)
+    for statement in TEST_TABLES:
+        session.execute(statement)
     yield session
     handle.shutdown()
 

@@ -27,10 +27,6 @@ def test_kafka_source_to_cassandra_and_back(spark, kafka_ready, topic, cassandra
     finally:
         producer.close()
 
-    cassandra_session.execute(
-        "CREATE TABLE IF NOT EXISTS spark_roundtrip ("
-        " house_id text, meter int, ts_s double, power_w double, PRIMARY KEY ((house_id), meter, ts_s))"
-    )
     from_kafka = (
         spark.read.format("kafka")
         .option("kafka.bootstrap.servers", kafka_ready.kafka_bootstrap)
