@@ -1,0 +1,266 @@
+"""Publish readings to Kafka: one `publish()` for every source (datasets, REDD trees, devices).
+
+Sources are iterators of pyarrow RecordBatches in the reading schema
+(`smw.schema.READING_ARROW`). `publish()` cuts them into messages of the contract in
+`smw.messages` (one house per message, key = house id, column-wise series per
+meter, at most `readings_per_message` readings), encodes them with orjson straight
+from numpy, and hands them to a kafka-python producer.
+
+Delivery guarantee: acks=all with the idempotent producer, so a message the broker
+acknowledged is on every in-sync replica and a retried send is not written twice;
+within a house (one key, one partition) order is kept. Rows that cannot form a valid
+message (non-finite or out-of-range numbers, empty house id) are counted, logged once
+per kind and written to a JSON-lines quarantine file; they never stop the producer.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from smw import config, messages
+
+log = logging.getLogger(__name__)
+
+# Tuned on the local broker (docs/ingest.md): large batches and a short linger fill
+# requests with many 1000-reading messages; lz4 shrinks the JSON number arrays ~2x
+# at little CPU cost. kafka-python's idempotent producer needs acks=all and one
+# request in flight per broker connection.
+PRODUCER_DEFAULTS = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "max_in_flight_requests_per_connection": 1,
+    "linger_ms": 20,
+    "batch_size": 1 << 20,
+    "max_request_size": 8 << 20,
+    "buffer_memory": 256 << 20,
+    "compression_type": "lz4",
+    "retries": 2147483647,
+    "retry_backoff_ms": 200,
+    "request_timeout_ms": 30000,
+}
+
+
+@dataclass
+class PublishStats:
+    """What a publish run did; failures and quarantined rows by kind."""
+
+    messages: int = 0
+    readings: int = 0
+    bytes: int = 0
+    delivered: int = 0
+    failed: int = 0
+    quarantined: Counter = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def on_delivered(self, _metadata) -> None:
+        with self.lock:
+            self.delivered += 1
+
+    def on_failed(self, exc: BaseException) -> None:
+        with self.lock:
+            self.failed += 1
+        if self.failed == 1:
+            log.error("delivery failed (counted; later failures logged at debug): %s", exc)
+        else:
+            log.debug("delivery failed: %s", exc)
+
+
+class Quarantine:
+    """Appends rows that cannot be published to a JSON-lines file, logging each kind once."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.kinds: set[str] = set()
+        self._file = None
+
+    def put(self, kind: str, rows: dict[str, np.ndarray], stats: PublishStats) -> None:
+        count = len(next(iter(rows.values())))
+        stats.quarantined[kind] += count
+        if kind not in self.kinds:
+            self.kinds.add(kind)
+            log.warning("quarantined %d reading(s): %s (further ones of this kind are counted quietly)%s",
+                        count, kind, f"; see {self.path}" if self.path else "")
+        if self.path is None:
+            return
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+        for i in range(count):
+            record = {name: _plain(values[i]) for name, values in rows.items()}
+            self._file.write(json.dumps({"reason": kind, **record}, allow_nan=True) + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def default_quarantine_path(settings: config.Settings) -> Path:
+    return Path(settings.data_dir) / "quarantine" / f"producer-{time.strftime('%Y%m%dT%H%M%S')}.jsonl"
+
+
+def _codes(column: pa.Array) -> tuple[np.ndarray, list]:
+    """(indices, values) of a string column: no Python object per row."""
+    encoded = column.dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _valid_rows(columns: dict[str, np.ndarray], house_ids: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Mask of rows that can be published, and the failing rows' masks by reason."""
+    ts, power = columns["ts_s"], columns["power_w"]
+    bad_house = np.array([not h or len(h) > messages.MAX_HOUSE_ID_LENGTH for h in house_ids], dtype=bool)
+    reasons = {
+        "non-finite timestamp or power": ~(np.isfinite(ts) & np.isfinite(power)),
+        "timestamp outside 2000..2100": np.isfinite(ts) & ((ts < messages.MIN_TS_S) | (ts >= messages.MAX_TS_S)),
+        "empty or over-long house id": bad_house[columns["house"]] if len(bad_house) else np.zeros(len(ts), bool),
+        "meter outside 0..65535": (columns["meter"] < 0) | (columns["meter"] > 65535),
+    }
+    bad = np.zeros(len(ts), dtype=bool)
+    for mask in reasons.values():
+        bad |= mask
+    return ~bad, reasons
+
+
+def encode_message(house_id: str, meters: np.ndarray, labels: np.ndarray, appliances: np.ndarray,
+                   ts_s: np.ndarray, power_w: np.ndarray) -> bytes:
+    """One message value for rows of one house (any meters, time order kept within each meter)."""
+    order = np.argsort(meters, kind="stable")
+    meters_sorted = meters[order]
+    bounds = np.flatnonzero(np.diff(meters_sorted)) + 1
+    series = []
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)]):
+        rows = order[lo:hi]
+        first = rows[0]
+        series.append({
+            "meter": int(meters_sorted[lo]), "label": str(labels[first]), "appliance": str(appliances[first]),
+            "ts_s": np.ascontiguousarray(ts_s[rows], dtype=np.float64),
+            "power_w": np.ascontiguousarray(power_w[rows], dtype=np.float64),
+        })
+    body = {"v": messages.SCHEMA_VERSION, "type": messages.TYPE_READINGS, "house_id": house_id, "series": series}
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: int, quarantine: Quarantine,
+                        stats: PublishStats, max_span_s: float | None = None
+                        ) -> Iterator[tuple[bytes, bytes, int, float]]:
+    """(key, value, readings, latest ts_s) per message, in the batch's row order per house.
+
+    A message holds at most `readings_per_message` readings and, if `max_span_s` is
+    set, readings of at most that many seconds (sources give a house's readings in
+    time order), so that paced replays deliver data promptly.
+    """
+    if isinstance(batch, pa.Table):
+        for part in batch.combine_chunks().to_batches():
+            yield from messages_from_batch(part, readings_per_message, quarantine, stats, max_span_s)
+        return
+    house, house_ids = _codes(batch.column("house_id"))
+    label, label_values = _codes(batch.column("label"))
+    appliance, appliance_values = _codes(batch.column("appliance"))
+    columns = {
+        "house": house, "label": label, "appliance": appliance,
+        "meter": batch.column("meter").to_numpy(zero_copy_only=False).astype(np.int64),
+        "ts_s": batch.column("ts_s").to_numpy(zero_copy_only=False).astype(np.float64),
+        "power_w": batch.column("power_w").to_numpy(zero_copy_only=False).astype(np.float64),
+    }
+    ok, reasons = _valid_rows(columns, house_ids)
+    if not ok.all():
+        for kind, mask in reasons.items():
+            if mask.any():
+                rows = {name: values[mask] for name, values in columns.items() if name not in ("house", "label", "appliance")}
+                rows["house_id"] = np.array([house_ids[i] for i in columns["house"][mask]], dtype=object)
+                quarantine.put(kind, rows, stats)
+        columns = {name: values[ok] for name, values in columns.items()}
+    house = columns["house"]
+    if len(house) == 0:
+        return
+    labels, appliances = np.array(label_values, dtype=object), np.array(appliance_values, dtype=object)
+    # Runs of one house (sources yield a house at a time), then windows of readings.
+    changes = np.flatnonzero(house[1:] != house[:-1]) + 1
+    for lo, hi in zip(np.r_[0, changes], np.r_[changes, len(house)]):
+        house_id = house_ids[house[lo]]
+        key = house_id.encode()
+        start = lo
+        while start < hi:
+            end = min(start + readings_per_message, hi)
+            if max_span_s is not None:
+                ts_run = columns["ts_s"][start:end]
+                end = start + max(1, int(np.searchsorted(ts_run, ts_run[0] + max_span_s, side="left")))
+            window = slice(start, end)
+            value = encode_message(house_id, columns["meter"][window], labels[columns["label"][window]],
+                                   appliances[columns["appliance"][window]], columns["ts_s"][window],
+                                   columns["power_w"][window])
+            yield key, value, end - start, float(columns["ts_s"][end - 1])
+            start = end
+
+
+def make_producer(settings: config.Settings, **overrides):
+    """A kafka-python producer with the tuned defaults (brokers from settings)."""
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_list, **{**PRODUCER_DEFAULTS, **overrides})
+
+
+class Pacer:
+    """Sleeps so that readings go out at `speed` x real time (0: as fast as possible)."""
+
+    def __init__(self, speed: float):
+        self.speed = speed
+        self.origin: tuple[float, float] | None = None
+
+    def wait(self, ts_s: float) -> None:
+        if self.speed <= 0:
+            return
+        now = time.monotonic()
+        if self.origin is None:
+            self.origin = (ts_s, now)
+            return
+        due = self.origin[1] + (ts_s - self.origin[0]) / self.speed
+        if due > now:
+            time.sleep(due - now)
+
+
+def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, *,
+            readings_per_message: int = 1000, speed: float = 0.0, quarantine: Quarantine | None = None,
+            progress=None, stop: threading.Event | None = None) -> PublishStats:
+    """Send every reading of `batches` to `topic`; flushes before returning (also on Ctrl-C).
+
+    With `speed` > 0 (1 = real time) a message carries at most one wall-clock
+    second of data, so a paced replay is as live as the source.
+    """
+    stats = PublishStats()
+    max_span_s = speed if speed > 0 else None
+    quarantine = quarantine or Quarantine(None)
+    pacer = Pacer(speed)
+    try:
+        for batch in batches:
+            for key, value, count, last_ts in messages_from_batch(batch, readings_per_message, quarantine, stats,
+                                                                  max_span_s):
+                if stop is not None and stop.is_set():
+                    return stats
+                pacer.wait(last_ts)
+                future = producer.send(topic, key=key, value=value)
+                future.add_callback(stats.on_delivered)
+                future.add_errback(stats.on_failed)
+                stats.messages += 1
+                stats.readings += count
+                stats.bytes += len(value)
+                if progress is not None:
+                    progress.update(count)
+    finally:
+        # Whatever stopped us (end of data, Ctrl-C, an error), what was sent is delivered.
+        producer.flush()
+        quarantine.close()
+    return stats

@@ -1,0 +1,115 @@
+"""Replay a dataset into Kafka: generated houses, a generated Parquet folder, or a REDD tree.
+
+    python -m ingest.replay --source synthetic --houses 20 --days 1 --speed 60
+    python -m ingest.replay --source parquet:var/gen/readings            # as fast as possible
+    python -m ingest.replay --source redd:/data/redd/low_freq --speed 1  # real time
+
+--speed 1 is real time, 60 is a minute per second, 0 (default) as fast as the broker
+takes it. Ctrl-C stops after flushing what was sent. Prints a progress bar and a
+summary; rows that cannot be published go to a JSON-lines quarantine file.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from ingest import producer as producing
+from smw import config
+from smw.schema import NAMES
+
+log = logging.getLogger(__name__)
+
+
+def parquet_batches(path: str, batch_rows: int = 200_000) -> Iterator[pa.RecordBatch]:
+    """Readings of a Parquet dataset (e.g. a generator's readings/), file by file."""
+    dataset = pads.dataset(path, format="parquet", partitioning="hive")
+    for fragment in dataset.get_fragments():
+        for batch in fragment.to_batches(columns=list(NAMES), batch_size=batch_rows):
+            yield batch
+
+
+def source_batches(spec: str, houses: int, days: int, seed: int, spikes_per_house_day: float
+                   ) -> tuple[Iterator[pa.RecordBatch], int | None]:
+    """(batches, readings if known) for a --source spec."""
+    kind, _, arg = spec.partition(":")
+    if kind == "synthetic":
+        from datasets import generator
+
+        return generator.iter_batches(houses, days, seed, spikes_per_house_day=spikes_per_house_day), None
+    if kind == "parquet":
+        total = pads.dataset(arg, format="parquet", partitioning="hive").count_rows()
+        return parquet_batches(arg), total
+    if kind == "redd":
+        from datasets import redd
+
+        return redd.iter_readings(arg), None
+    raise ValueError(f"unknown source {spec!r}: use synthetic, parquet:PATH or redd:PATH")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingest.replay", description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default="synthetic",
+                        help="synthetic (generate on the fly), parquet:PATH or redd:PATH (default synthetic)")
+    parser.add_argument("--houses", type=int, default=10, help="synthetic: houses (default 10)")
+    parser.add_argument("--days", type=int, default=1, help="synthetic: days (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic: seed (default 0)")
+    parser.add_argument("--spikes-per-house-day", type=float, default=0.5, help="synthetic: spikes (default 0.5)")
+    parser.add_argument("--speed", type=float, default=0.0,
+                        help="1 = real time, 60 = accelerated 60x, 0 = as fast as possible (default)")
+    parser.add_argument("--readings-per-message", type=int, default=1000, help="batch size of a message (default 1000)")
+    parser.add_argument("--quarantine", type=Path, help="quarantine file (default: DATA_DIR/quarantine/producer-*.jsonl)")
+    config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    settings = config.from_args(args)
+    try:
+        batches, total = source_batches(args.source, args.houses, args.days, args.seed, args.spikes_per_house_day)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+
+    from kafka.errors import KafkaError
+    from tqdm import tqdm
+
+    stop = threading.Event()
+
+    def interrupt(signum, _frame):
+        log.info("signal %d: flushing what was sent, then stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        kafka_producer = producing.make_producer(settings)
+    except KafkaError as exc:
+        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+        return 1
+    quarantine = producing.Quarantine(args.quarantine or producing.default_quarantine_path(settings))
+    t0 = time.perf_counter()
+    with tqdm(total=total, unit=" readings", unit_scale=True, desc=f"-> {settings.kafka_topic}") as bar:
+        try:
+            stats = producing.publish(batches, kafka_producer, settings.kafka_topic,
+                                      readings_per_message=args.readings_per_message, speed=args.speed,
+                                      quarantine=quarantine, progress=bar, stop=stop)
+        finally:
+            kafka_producer.close()
+    seconds = time.perf_counter() - t0
+    quarantined = sum(stats.quarantined.values())
+    print(f"{stats.readings:,} readings in {stats.messages:,} messages ({stats.bytes / 2**20:.1f} MiB) "
+          f"in {seconds:.1f} s = {stats.readings / max(seconds, 1e-9):,.0f} readings/s; delivered {stats.delivered:,}, "
+          f"failed {stats.failed:,}, quarantined {quarantined:,} reading(s)"
+          + (f" -> {quarantine.path}" if quarantined else ""))
+    return 1 if stats.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
