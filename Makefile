@@ -62,6 +62,11 @@ init: up ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/ind
 	$(PY) -m smw.init
 
 ## ---------------------------------------------------------------- pipeline
+.PHONY: replay land land-once
+REPLAY_ARGS ?= --source synthetic --houses 10 --days 1
+replay: init ## Replay a dataset into Kafka (REPLAY_ARGS="--source parquet:DIR --speed 60"; see --help)
+	$(PY) -m ingest.replay $(REPLAY_ARGS)
+
 .PHONY: land land-once
 LAND_ARGS ?=
 land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C stops cleanly)
@@ -89,10 +94,17 @@ test-unit: setup ## Run only the tests that need no service
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 ## ---------------------------------------------------------------- benchmarks
-.PHONY: bench bench-land bench-batch
+.PHONY: bench bench-ingest bench-land bench-batch kcat
+BENCH_INGEST_ARGS ?=
 BENCH_LAND_ARGS ?=
 BENCH_BATCH_ARGS ?=
-bench: bench-land bench-batch ## Run every benchmark
+bench: bench-ingest bench-land bench-batch ## Run every benchmark
+
+kcat: ## Install kcat (Debian package), the librdkafka reference producer of bench-ingest
+	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
+
+bench-ingest: init kcat ## Replay producer readings/s into Kafka (acks=all) side by side with kcat, medians
+	$(PY) -m ingest.bench $(BENCH_INGEST_ARGS)
 
 bench-batch: setup ## Nightly job vs DuckDB on generated data at 10M and 100M readings (BENCH_BATCH_ARGS="--sizes 10M,100M,600M")
 	$(PY) -m batch.bench $(BENCH_BATCH_ARGS)

@@ -102,6 +102,7 @@ class Quarantine:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None  # a later put() reopens the file for appending
 
 
 def _plain(value):
@@ -234,7 +235,7 @@ class Pacer:
 
 def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, *,
             readings_per_message: int = 1000, speed: float = 0.0, quarantine: Quarantine | None = None,
-            progress=None, stop: threading.Event | None = None) -> PublishStats:
+            progress=None, stop: threading.Event | None = None, flush: bool = True) -> PublishStats:
     """Send every reading of `batches` to `topic`; flushes before returning (also on Ctrl-C).
 
     With `speed` > 0 (1 = real time) a message carries at most one wall-clock
@@ -261,6 +262,8 @@ def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, 
                     progress.update(count)
     finally:
         # Whatever stopped us (end of data, Ctrl-C, an error), what was sent is delivered.
-        producer.flush()
+        # Callers publishing a stream of small batches (devices) flush when they stop.
+        if flush:
+            producer.flush()
         quarantine.close()
     return stats

@@ -40,6 +40,9 @@ class Settings:
 
     kafka_bootstrap: str = _setting("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, comma separated")
     kafka_topic: str = _setting("KAFKA_TOPIC", "readings", "Kafka topic carrying readings")
+    kafka_events_topic: str = _setting(
+        "KAFKA_EVENTS_TOPIC", "meter-events", "Kafka topic for device events (EMU-2 summation and price)"
+    )
     kafka_partitions: str = _setting("KAFKA_PARTITIONS", "4", "partitions of the readings topic (make init)")
     cassandra_hosts: str = _setting("CASSANDRA_HOSTS", "127.0.0.1", "Cassandra contact points, comma separated")
     cassandra_port: str = _setting("CASSANDRA_PORT", "9042", "Cassandra native protocol port")

@@ -20,7 +20,8 @@ RETHINKDB_SCHEMA = config.ROOT / "infra" / "rethinkdb" / "schema.json"
 
 def kafka_topics(settings: config.Settings) -> dict[str, int]:
     """Topics the platform uses and their partition counts."""
-    return {settings.kafka_topic: int(settings.kafka_partitions)}
+    partitions = int(settings.kafka_partitions)
+    return {settings.kafka_topic: partitions, settings.kafka_events_topic: partitions}
 
 
 def create_topics(settings: config.Settings, topics: dict[str, int]) -> list[str]:
