@@ -62,6 +62,11 @@ init: up ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/ind
 	$(PY) -m smw.init
 
 ## ---------------------------------------------------------------- pipeline
+.PHONY: generate replay land land-once
+GENERATE_ARGS ?= --houses 20 --days 14 --seed 1 --out var/gen
+generate: setup ## Generate REDD-like houses with ground-truth spikes (GENERATE_ARGS="--houses N --days D ...")
+	$(PY) -m datasets.generate $(GENERATE_ARGS)
+
 .PHONY: replay land land-once
 REPLAY_ARGS ?= --source synthetic --houses 10 --days 1
 replay: init ## Replay a dataset into Kafka (REPLAY_ARGS="--source parquet:DIR --speed 60"; see --help)
@@ -94,11 +99,14 @@ test-unit: setup ## Run only the tests that need no service
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 ## ---------------------------------------------------------------- benchmarks
-.PHONY: bench bench-ingest bench-land bench-batch kcat
+.PHONY: bench bench-generate bench-ingest bench-land bench-batch kcat
 BENCH_INGEST_ARGS ?=
 BENCH_LAND_ARGS ?=
 BENCH_BATCH_ARGS ?=
-bench: bench-ingest bench-land bench-batch ## Run every benchmark
+bench: bench-generate bench-ingest bench-land bench-batch ## Run every benchmark
+
+bench-generate: setup ## Generator readings/s, MB/s and peak RSS at 10M and 100M readings to Parquet
+	$(PY) -m datasets.bench
 
 kcat: ## Install kcat (Debian package), the librdkafka reference producer of bench-ingest
 	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }

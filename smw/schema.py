@@ -12,7 +12,8 @@ A reading is one power sample of one meter (a REDD channel) of one house:
 | ts_s      | float64 | UTC epoch seconds, fractional allowed                    |
 | power_w   | float64 | watts, negative when exporting                           |
 
-The raw zone adds `date` (the partition column, see docs/raw-zone.md).
+The raw zone adds `date`, the UTC date of `ts_s` (the partition column; see
+docs/landing.md and docs/datasets.md).
 """
 from __future__ import annotations
 
