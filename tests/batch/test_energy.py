@@ -105,3 +105,13 @@ def test_quantile_excludes_off_readings_and_matches_numpy():
 def test_quantile_of_an_always_off_meter_is_nan():
     threshold, samples, _ = energy.quantile_thresholds(np.array([1e9, 1e9 + 3]), np.array([1.0, 2.0]), NY, 0.97, 5, 1)
     assert samples == 0 and np.isnan(threshold)
+
+
+@pytest.mark.parametrize("tz", [NY, "America/Phoenix", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham",
+                                "Europe/London", "UTC"])
+def test_local_seconds_lookup_equals_per_reading_conversion(tz):
+    rng = np.random.default_rng(5)
+    # Two years of random instants: every DST change of those zones in between.
+    ts = np.sort(rng.uniform(1293840000.0, 1356998400.0, 20000))
+    ts = np.concatenate([ts, [1300000000.0, 1300000000.25]])
+    assert np.array_equal(energy.local_seconds(ts, tz), ts + energy._utc_offsets_s(ts, tz))
