@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"most readings in one message (default {producing.DEFAULT_READINGS_PER_MESSAGE:,})")
     parser.add_argument("--lanes", type=int, default=producing.DEFAULT_LANES,
                         help=f"idempotent producers in parallel, houses spread over them (default {producing.DEFAULT_LANES})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--quarantine", type=Path, help="quarantine file (default: DATA_DIR/quarantine/producer-*.jsonl)")
     config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir")
     args = parser.parse_args(argv)
@@ -107,22 +108,26 @@ def main(argv: list[str] | None = None) -> int:
         log.info("signal %d: flushing what was sent, then stopping", signum)
         stop.set()
 
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        kafka_producer = producing.make_lanes(settings, args.lanes)
-    except KafkaError as exc:
-        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
-        return 1
-    quarantine = producing.Quarantine(args.quarantine or producing.default_quarantine_path(settings))
-    t0 = time.perf_counter()
-    with tqdm(total=total, unit=" readings", unit_scale=True, desc=f"-> {settings.kafka_topic}") as bar:
         try:
-            stats = producing.publish(batches, kafka_producer, settings.kafka_topic,
-                                      readings_per_message=args.readings_per_message, speed=args.speed,
-                                      quarantine=quarantine, progress=bar, stop=stop)
-        finally:
-            kafka_producer.close()
+            kafka_producer = producing.make_lanes(settings, args.lanes)
+        except KafkaError as exc:
+            print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+            return 1
+        quarantine = producing.Quarantine(args.quarantine or producing.default_quarantine_path(settings))
+        t0 = time.perf_counter()
+        with tqdm(total=total, unit=" readings", unit_scale=True, desc=f"-> {settings.kafka_topic}",
+                  disable=args.no_progress) as bar:
+            try:
+                stats = producing.publish(batches, kafka_producer, settings.kafka_topic,
+                                          readings_per_message=args.readings_per_message, speed=args.speed,
+                                          quarantine=quarantine, progress=bar, stop=stop)
+            finally:
+                kafka_producer.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     seconds = time.perf_counter() - t0
     quarantined = sum(stats.quarantined.values())
     print(f"{stats.readings:,} readings in {stats.messages:,} messages ({stats.bytes / 2**20:.1f} MiB) "
