@@ -31,12 +31,14 @@ from smw import config, messages
 
 log = logging.getLogger(__name__)
 
-# Tuned on the local broker (docs/ingest.md): large batches and a short linger fill
-# requests with many 1000-reading messages; lz4 shrinks the JSON number arrays ~2x
-# at little CPU cost. kafka-python's idempotent producer needs acks=all and one
-# request in flight per broker connection.
-DEFAULT_READINGS_PER_MESSAGE = 1000
-DEFAULT_LANES = 1
+# Tuned on the local broker with `python -m ingest.bench` (docs/ingest.md): 5,000-reading
+# messages (~190 KB of JSON) cost the least per reading in kafka-python without slowing
+# kcat down (10,000 did); two lanes overlap one lane's compression and round trip with
+# the other's; 1 MiB batches and a 20 ms linger fill requests; lz4 shrinks the JSON
+# ~4x for ~1 ms of CPU per batch. kafka-python's idempotent producer needs acks=all
+# and one request in flight per connection.
+DEFAULT_READINGS_PER_MESSAGE = 5000
+DEFAULT_LANES = 2
 DEFAULT_MAX_IN_FLIGHT_BYTES = 256 << 20
 PRODUCER_DEFAULTS = {
     "acks": "all",
