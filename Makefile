@@ -72,6 +72,12 @@ REPLAY_ARGS ?= --source synthetic --houses 10 --days 1
 replay: init ## Replay a dataset into Kafka (REPLAY_ARGS="--source parquet:DIR --speed 60"; see --help)
 	$(PY) -m ingest.replay $(REPLAY_ARGS)
 
+.PHONY: serial
+SERIAL_ARGS ?=
+serial: init ## Read a serial meter into Kafka (SERIAL_ARGS="--device /dev/ttyACM0 --type emu2|pulse --house H")
+	@test -n "$(SERIAL_ARGS)" || { echo 'usage: make serial SERIAL_ARGS="--device /dev/ttyACM0 --type emu2 --house H"'; exit 2; }
+	$(PY) -m ingest.serial $(SERIAL_ARGS)
+
 .PHONY: land land-once
 LAND_ARGS ?=
 land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C stops cleanly)
@@ -111,7 +117,7 @@ bench-generate: setup ## Generator readings/s, MB/s and peak RSS at 10M and 100M
 kcat: ## Install kcat (Debian package), the librdkafka reference producer of bench-ingest
 	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
 
-bench-ingest: init kcat ## Replay producer readings/s into Kafka (acks=all) side by side with kcat, medians
+bench-ingest: init kcat ## Replay producer readings/s into Kafka (acks=all) side by side with kcat, medians of 5
 	$(PY) -m ingest.bench $(BENCH_INGEST_ARGS)
 
 bench-batch: setup ## Nightly job vs DuckDB on generated data at 10M and 100M readings (BENCH_BATCH_ARGS="--sizes 10M,100M,600M")

@@ -31,10 +31,15 @@ from smw import config, messages
 
 log = logging.getLogger(__name__)
 
-# Tuned on the local broker (docs/ingest.md): large batches and a short linger fill
-# requests with many 1000-reading messages; lz4 shrinks the JSON number arrays ~2x
-# at little CPU cost. kafka-python's idempotent producer needs acks=all and one
-# request in flight per broker connection.
+# Tuned on the local broker with `python -m ingest.bench` (docs/ingest.md): 5,000-reading
+# messages (~190 KB of JSON) cost the least per reading in kafka-python without slowing
+# kcat down (10,000 did); two lanes overlap one lane's compression and round trip with
+# the other's; 1 MiB batches and a 20 ms linger fill requests; lz4 shrinks the JSON
+# ~4x for ~1 ms of CPU per batch. kafka-python's idempotent producer needs acks=all
+# and one request in flight per connection.
+DEFAULT_READINGS_PER_MESSAGE = 5000
+DEFAULT_LANES = 2
+DEFAULT_MAX_IN_FLIGHT_BYTES = 256 << 20
 PRODUCER_DEFAULTS = {
     "acks": "all",
     "enable_idempotence": True,
@@ -42,7 +47,6 @@ PRODUCER_DEFAULTS = {
     "linger_ms": 20,
     "batch_size": 1 << 20,
     "max_request_size": 8 << 20,
-    "buffer_memory": 256 << 20,
     "compression_type": "lz4",
     "retries": 2147483647,
     "retry_backoff_ms": 200,
@@ -59,6 +63,7 @@ class PublishStats:
     bytes: int = 0
     delivered: int = 0
     failed: int = 0
+    send_timeouts: int = 0
     quarantined: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -69,7 +74,8 @@ class PublishStats:
     def on_failed(self, exc: BaseException) -> None:
         with self.lock:
             self.failed += 1
-        if self.failed == 1:
+            first = self.failed == 1
+        if first:
             log.error("delivery failed (counted; later failures logged at debug): %s", exc)
         else:
             log.debug("delivery failed: %s", exc)
@@ -114,9 +120,17 @@ def default_quarantine_path(settings: config.Settings) -> Path:
 
 
 def _codes(column: pa.Array) -> tuple[np.ndarray, list]:
-    """(indices, values) of a string column: no Python object per row."""
-    encoded = column.dictionary_encode()
+    """(indices, values) of a string column: no Python object per row.
+
+    Dictionary columns (Parquet dictionary pages, the generator's dictionary tables)
+    cost nothing; plain string columns are hashed once (~18 ns a row).
+    """
+    encoded = column if pa.types.is_dictionary(column.type) else column.dictionary_encode()
     return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
+
+
+def _numbers(column: pa.Array, dtype) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
 def _valid_rows(columns: dict[str, np.ndarray], house_ids: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -135,23 +149,57 @@ def _valid_rows(columns: dict[str, np.ndarray], house_ids: list) -> tuple[np.nda
     return ~bad, reasons
 
 
-def encode_message(house_id: str, meters: np.ndarray, labels: np.ndarray, appliances: np.ndarray,
-                   ts_s: np.ndarray, power_w: np.ndarray) -> bytes:
-    """One message value for rows of one house (any meters, time order kept within each meter)."""
-    order = np.argsort(meters, kind="stable")
-    meters_sorted = meters[order]
-    bounds = np.flatnonzero(np.diff(meters_sorted)) + 1
+def encode_message(house_id: str, meters: np.ndarray, label_codes: np.ndarray, appliance_codes: np.ndarray,
+                   label_values: list, appliance_values: list, ts_s: np.ndarray, power_w: np.ndarray) -> bytes:
+    """One message value for rows of one house (any meters, time order kept within each meter).
+
+    Labels and appliance names come as integer codes into `label_values` and
+    `appliance_values`. `meters` must lie in 0..65535 (rows outside are quarantined
+    before this point): as uint16 they sort with numpy's radix sort, 5x faster than a
+    stable int64 sort. A series is one (meter, label, appliance); a meter whose label
+    changes within the rows becomes two series.
+    """
+    key = meters.astype(np.uint16, copy=False)
+    order = np.argsort(key, kind="stable")
+    key_sorted = key[order]
+    meter_change = key_sorted[1:] != key_sorted[:-1]
+    bounds = np.flatnonzero(meter_change) + 1
+    label_sorted, appliance_sorted = label_codes[order], appliance_codes[order]
+    # A label or appliance change inside one meter's rows starts another series.
+    names_change = (label_sorted[1:] != label_sorted[:-1]) | (appliance_sorted[1:] != appliance_sorted[:-1])
+    if (names_change & ~meter_change).any():
+        bounds = np.flatnonzero(meter_change | names_change) + 1
+        order, key_sorted, label_sorted, appliance_sorted = _regroup(order, key_sorted, label_sorted,
+                                                                     appliance_sorted, bounds)
+        bounds = np.flatnonzero((key_sorted[1:] != key_sorted[:-1]) | (label_sorted[1:] != label_sorted[:-1])
+                                | (appliance_sorted[1:] != appliance_sorted[:-1])) + 1
     series = []
     for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(order)]):
         rows = order[lo:hi]
-        first = rows[0]
         series.append({
-            "meter": int(meters_sorted[lo]), "label": str(labels[first]), "appliance": str(appliances[first]),
-            "ts_s": np.ascontiguousarray(ts_s[rows], dtype=np.float64),
-            "power_w": np.ascontiguousarray(power_w[rows], dtype=np.float64),
+            "meter": int(key_sorted[lo]), "label": label_values[label_sorted[lo]],
+            "appliance": appliance_values[appliance_sorted[lo]], "ts_s": ts_s[rows], "power_w": power_w[rows],
         })
     body = {"v": messages.SCHEMA_VERSION, "type": messages.TYPE_READINGS, "house_id": house_id, "series": series}
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _regroup(order, key_sorted, label_sorted, appliance_sorted, bounds):
+    """Re-sort rows by (meter, first appearance of its label/appliance pair), stable in time.
+
+    Rare path: a meter changed its name mid-message. Each run of equal names gets the
+    id of the first run with the same (meter, label, appliance), so a name that comes
+    back joins its earlier series instead of starting a third one.
+    """
+    starts = np.r_[0, bounds]
+    run_names = list(zip(key_sorted[starts].tolist(), label_sorted[starts].tolist(),
+                         appliance_sorted[starts].tolist()))
+    first_run = {}
+    run_group = np.array([first_run.setdefault(name, i) for i, name in enumerate(run_names)], dtype=np.int64)
+    lengths = np.diff(np.r_[starts, len(order)])
+    group = np.repeat(run_group, lengths)
+    regroup = np.argsort(group, kind="stable")
+    return order[regroup], key_sorted[regroup], label_sorted[regroup], appliance_sorted[regroup]
 
 
 def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: int, quarantine: Quarantine,
@@ -161,7 +209,8 @@ def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: 
 
     A message holds at most `readings_per_message` readings and, if `max_span_s` is
     set, readings of at most that many seconds (sources give a house's readings in
-    time order), so that paced replays deliver data promptly.
+    time order), so that paced replays deliver data promptly. String columns may be
+    plain or dictionary-encoded.
     """
     if isinstance(batch, pa.Table):
         for part in batch.combine_chunks().to_batches():
@@ -172,9 +221,9 @@ def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: 
     appliance, appliance_values = _codes(batch.column("appliance"))
     columns = {
         "house": house, "label": label, "appliance": appliance,
-        "meter": batch.column("meter").to_numpy(zero_copy_only=False).astype(np.int64),
-        "ts_s": batch.column("ts_s").to_numpy(zero_copy_only=False).astype(np.float64),
-        "power_w": batch.column("power_w").to_numpy(zero_copy_only=False).astype(np.float64),
+        "meter": _numbers(batch.column("meter"), np.int64),
+        "ts_s": _numbers(batch.column("ts_s"), np.float64),
+        "power_w": _numbers(batch.column("power_w"), np.float64),
     }
     ok, reasons = _valid_rows(columns, house_ids)
     if not ok.all():
@@ -187,7 +236,6 @@ def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: 
     house = columns["house"]
     if len(house) == 0:
         return
-    labels, appliances = np.array(label_values, dtype=object), np.array(appliance_values, dtype=object)
     # Runs of one house (sources yield a house at a time), then windows of readings.
     changes = np.flatnonzero(house[1:] != house[:-1]) + 1
     for lo, hi in zip(np.r_[0, changes], np.r_[changes, len(house)]):
@@ -200,18 +248,63 @@ def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: 
                 ts_run = columns["ts_s"][start:end]
                 end = start + max(1, int(np.searchsorted(ts_run, ts_run[0] + max_span_s, side="left")))
             window = slice(start, end)
-            value = encode_message(house_id, columns["meter"][window], labels[columns["label"][window]],
-                                   appliances[columns["appliance"][window]], columns["ts_s"][window],
-                                   columns["power_w"][window])
+            value = encode_message(house_id, columns["meter"][window], columns["label"][window],
+                                   columns["appliance"][window], label_values, appliance_values,
+                                   columns["ts_s"][window], columns["power_w"][window])
             yield key, value, end - start, float(columns["ts_s"][end - 1])
             start = end
 
 
 def make_producer(settings: config.Settings, **overrides):
-    """A kafka-python producer with the tuned defaults (brokers from settings)."""
+    """One kafka-python producer with the tuned defaults (brokers from settings)."""
     from kafka import KafkaProducer
 
     return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_list, **{**PRODUCER_DEFAULTS, **overrides})
+
+
+class Lanes:
+    """Several idempotent producers behind one `send()`: more requests in flight, same guarantees.
+
+    kafka-python's idempotent producer allows one request in flight per connection,
+    so one producer waits a full round trip (compression included) per request. Each
+    lane is a producer of its own (own connection, sender thread, producer id and
+    sequence numbers). A key is pinned to one lane on first sight, so a house's
+    messages leave through one idempotent, one-in-flight pipeline and reach their
+    partition in order.
+    """
+
+    def __init__(self, producers: list):
+        if not producers:
+            raise ValueError("at least one producer")
+        self.producers = producers
+        self._lane_of: dict[bytes, object] = {}
+
+    def send(self, topic: str, key: bytes, value: bytes):
+        lane = self._lane_of.get(key)
+        if lane is None:
+            lane = self._lane_of[key] = self.producers[len(self._lane_of) % len(self.producers)]
+        return lane.send(topic, key=key, value=value)
+
+    def flush(self, timeout: float | None = None) -> None:
+        for lane in self.producers:
+            lane.flush(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        for lane in self.producers:
+            lane.close(timeout)
+
+
+def make_lanes(settings: config.Settings, lanes: int = DEFAULT_LANES, **overrides) -> Lanes:
+    """`lanes` producers with the tuned defaults, as one `Lanes`."""
+    producers = []
+    try:
+        for _ in range(lanes):
+            producers.append(make_producer(settings, **overrides))
+    except Exception:
+        for lane in producers:
+            lane.close(0)
+        raise
+    return Lanes(producers)
 
 
 class Pacer:
@@ -233,18 +326,88 @@ class Pacer:
             time.sleep(due - now)
 
 
+class _InFlight:
+    """Bytes handed to the producer and not yet acknowledged; send() waits above a limit.
+
+    kafka-python 2.x has no buffer-memory bound (its `buffer_memory` is deprecated and
+    ignored), so without this a fast source would queue a whole dataset in memory.
+    """
+
+    def __init__(self, limit_bytes: int, stats: PublishStats):
+        self.limit_bytes = limit_bytes
+        self.stats = stats
+        self.bytes = 0
+        self.cond = threading.Condition()
+
+    def acquire(self, size: int, stop: threading.Event | None) -> bool:
+        with self.cond:
+            while self.bytes > 0 and self.bytes + size > self.limit_bytes:
+                if stop is not None and stop.is_set():
+                    return False
+                self.cond.wait(0.2)
+            self.bytes += size
+            return True
+
+    def callbacks(self, size: int):
+        def delivered(metadata) -> None:
+            self.stats.on_delivered(metadata)
+            self._release(size)
+
+        def failed(exc: BaseException) -> None:
+            self.stats.on_failed(exc)
+            self._release(size)
+
+        return delivered, failed
+
+    def _release(self, size: int) -> None:
+        with self.cond:
+            self.bytes -= size
+            self.cond.notify_all()
+
+
+def send_with_retry(producer, topic: str, key: bytes, value: bytes, stats: PublishStats,
+                    stop: threading.Event | None = None, backoff_s: float = 1.0):
+    """producer.send(), retried while it times out (broker unreachable, metadata missing).
+
+    Errors the broker reports after a send are retried inside the producer (`retries`)
+    and reach the future's errback; a send that cannot even be queued raises
+    KafkaTimeoutError, which is logged once loudly and retried until `stop` is set.
+    Returns the future, or None if stopped first.
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    while True:
+        try:
+            return producer.send(topic, key=key, value=value)
+        except KafkaTimeoutError as exc:
+            stats.send_timeouts += 1
+            if stats.send_timeouts == 1:
+                log.error("cannot queue a message for %s: %s; retrying every %.0f s (repeats logged at debug)",
+                          topic, exc, backoff_s)
+            else:
+                log.debug("send timed out again: %s", exc)
+            if stop is not None and stop.wait(backoff_s):
+                return None
+            if stop is None:
+                time.sleep(backoff_s)
+
+
 def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, *,
-            readings_per_message: int = 1000, speed: float = 0.0, quarantine: Quarantine | None = None,
-            progress=None, stop: threading.Event | None = None, flush: bool = True) -> PublishStats:
+            readings_per_message: int = DEFAULT_READINGS_PER_MESSAGE, speed: float = 0.0,
+            quarantine: Quarantine | None = None, progress=None, stop: threading.Event | None = None,
+            flush: bool = True, stats: PublishStats | None = None,
+            max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES) -> PublishStats:
     """Send every reading of `batches` to `topic`; flushes before returning (also on Ctrl-C).
 
-    With `speed` > 0 (1 = real time) a message carries at most one wall-clock
-    second of data, so a paced replay is as live as the source.
+    `producer` is a KafkaProducer or `Lanes`. With `speed` > 0 (1 = real time) a
+    message carries at most one wall-clock second of data, so a paced replay is as
+    live as the source. Pass `stats` to accumulate over several calls (devices).
     """
-    stats = PublishStats()
+    stats = stats if stats is not None else PublishStats()
     max_span_s = speed if speed > 0 else None
     quarantine = quarantine or Quarantine(None)
     pacer = Pacer(speed)
+    in_flight = _InFlight(max_in_flight_bytes, stats)
     try:
         for batch in batches:
             for key, value, count, last_ts in messages_from_batch(batch, readings_per_message, quarantine, stats,
@@ -252,9 +415,15 @@ def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, 
                 if stop is not None and stop.is_set():
                     return stats
                 pacer.wait(last_ts)
-                future = producer.send(topic, key=key, value=value)
-                future.add_callback(stats.on_delivered)
-                future.add_errback(stats.on_failed)
+                if not in_flight.acquire(len(value), stop):
+                    return stats
+                future = send_with_retry(producer, topic, key, value, stats, stop)
+                delivered, failed = in_flight.callbacks(len(value))
+                if future is None:
+                    failed(InterruptedError("stopped before the message could be queued"))
+                    return stats
+                future.add_callback(delivered)
+                future.add_errback(failed)
                 stats.messages += 1
                 stats.readings += count
                 stats.bytes += len(value)

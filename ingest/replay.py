@@ -29,12 +29,30 @@ from smw.schema import NAMES
 log = logging.getLogger(__name__)
 
 
+DICTIONARY_COLUMNS = ["house_id", "label", "appliance"]
+
+
 def parquet_batches(path: str, batch_rows: int = 200_000) -> Iterator[pa.RecordBatch]:
-    """Readings of a Parquet dataset (e.g. a generator's readings/), file by file."""
-    dataset = pads.dataset(path, format="parquet", partitioning="hive")
-    for fragment in dataset.get_fragments():
-        for batch in fragment.to_batches(columns=list(NAMES), batch_size=batch_rows):
-            yield batch
+    """Readings of a Parquet dataset (e.g. a generator's readings/), file by file in path order.
+
+    Paths sort by `date=YYYY-MM-DD` first, so each house's readings come in time order.
+    Strings are read as dictionaries straight from Parquet's dictionary pages: the
+    producer then never hashes a string per row.
+    """
+    file_format = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns=DICTIONARY_COLUMNS))
+    dataset = pads.dataset(path, format=file_format, partitioning="hive")
+    for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
+        yield from fragment.to_batches(columns=list(NAMES), batch_size=batch_rows)
+
+
+def generated_batches(houses: int, days: int, seed: int = 0, batch_rows: int = 200_000,
+                      **options) -> Iterator[pa.RecordBatch]:
+    """Houses generated on the fly (datasets.generator), a house-day at a time, strings as dictionaries."""
+    from datasets import generator
+
+    source = generator.Generator(generator.GeneratorConfig(houses, days, seed, **options))
+    for house_day in source.iter_house_days():
+        yield from source.to_table(house_day, dictionary=True).to_batches(max_chunksize=batch_rows)
 
 
 def source_batches(spec: str, houses: int, days: int, seed: int, spikes_per_house_day: float
@@ -42,9 +60,7 @@ def source_batches(spec: str, houses: int, days: int, seed: int, spikes_per_hous
     """(batches, readings if known) for a --source spec."""
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
-        from datasets import generator
-
-        return generator.iter_batches(houses, days, seed, spikes_per_house_day=spikes_per_house_day), None
+        return generated_batches(houses, days, seed, spikes_per_house_day=spikes_per_house_day), None
     if kind == "parquet":
         total = pads.dataset(arg, format="parquet", partitioning="hive").count_rows()
         return parquet_batches(arg), total
@@ -65,13 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spikes-per-house-day", type=float, default=0.5, help="synthetic: spikes (default 0.5)")
     parser.add_argument("--speed", type=float, default=0.0,
                         help="1 = real time, 60 = accelerated 60x, 0 = as fast as possible (default)")
-    parser.add_argument("--readings-per-message", type=int, default=1000, help="batch size of a message (default 1000)")
+    parser.add_argument("--readings-per-message", type=int, default=producing.DEFAULT_READINGS_PER_MESSAGE,
+                        help=f"most readings in one message (default {producing.DEFAULT_READINGS_PER_MESSAGE:,})")
+    parser.add_argument("--lanes", type=int, default=producing.DEFAULT_LANES,
+                        help=f"idempotent producers in parallel, houses spread over them (default {producing.DEFAULT_LANES})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--quarantine", type=Path, help="quarantine file (default: DATA_DIR/quarantine/producer-*.jsonl)")
     config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     settings = config.from_args(args)
+    if args.readings_per_message < 1 or args.lanes < 1 or args.speed < 0:
+        parser.error("--readings-per-message and --lanes must be at least 1, --speed at least 0")
     try:
         batches, total = source_batches(args.source, args.houses, args.days, args.seed, args.spikes_per_house_day)
     except (ValueError, OSError) as exc:
@@ -86,27 +108,32 @@ def main(argv: list[str] | None = None) -> int:
         log.info("signal %d: flushing what was sent, then stopping", signum)
         stop.set()
 
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        kafka_producer = producing.make_producer(settings)
-    except KafkaError as exc:
-        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
-        return 1
-    quarantine = producing.Quarantine(args.quarantine or producing.default_quarantine_path(settings))
-    t0 = time.perf_counter()
-    with tqdm(total=total, unit=" readings", unit_scale=True, desc=f"-> {settings.kafka_topic}") as bar:
         try:
-            stats = producing.publish(batches, kafka_producer, settings.kafka_topic,
-                                      readings_per_message=args.readings_per_message, speed=args.speed,
-                                      quarantine=quarantine, progress=bar, stop=stop)
-        finally:
-            kafka_producer.close()
+            kafka_producer = producing.make_lanes(settings, args.lanes)
+        except KafkaError as exc:
+            print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+            return 1
+        quarantine = producing.Quarantine(args.quarantine or producing.default_quarantine_path(settings))
+        t0 = time.perf_counter()
+        with tqdm(total=total, unit=" readings", unit_scale=True, desc=f"-> {settings.kafka_topic}",
+                  disable=args.no_progress) as bar:
+            try:
+                stats = producing.publish(batches, kafka_producer, settings.kafka_topic,
+                                          readings_per_message=args.readings_per_message, speed=args.speed,
+                                          quarantine=quarantine, progress=bar, stop=stop)
+            finally:
+                kafka_producer.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     seconds = time.perf_counter() - t0
     quarantined = sum(stats.quarantined.values())
     print(f"{stats.readings:,} readings in {stats.messages:,} messages ({stats.bytes / 2**20:.1f} MiB) "
           f"in {seconds:.1f} s = {stats.readings / max(seconds, 1e-9):,.0f} readings/s; delivered {stats.delivered:,}, "
           f"failed {stats.failed:,}, quarantined {quarantined:,} reading(s)"
+          + (" (stopped early)" if stop.is_set() else "")
           + (f" -> {quarantine.path}" if quarantined else ""))
     return 1 if stats.failed else 0
 

@@ -144,29 +144,43 @@ def main(argv: list[str] | None = None) -> int:
 
     from ingest import producer as producing
 
+    # Devices send a reading every few seconds: a short linger keeps them live.
     kafka_producer = producing.make_producer(settings, linger_ms=5)
     quarantine = producing.Quarantine(producing.default_quarantine_path(settings))
+    reading_stats, event_stats = producing.PublishStats(), producing.PublishStats()
 
     def send_readings(table: pa.Table) -> None:
-        producing.publish([table], kafka_producer, settings.kafka_topic, quarantine=quarantine, flush=False)
+        producing.publish([table], kafka_producer, settings.kafka_topic, quarantine=quarantine, flush=False,
+                          stats=reading_stats, stop=ingester.stop)
 
     def send_event(event: Event) -> None:
         key, value = event_message(args.house, event)
-        kafka_producer.send(settings.kafka_events_topic, key=key, value=value)
+        future = producing.send_with_retry(kafka_producer, settings.kafka_events_topic, key, value, event_stats,
+                                           ingester.stop)
+        if future is not None:
+            event_stats.messages += 1
+            future.add_callback(event_stats.on_delivered)
+            future.add_errback(event_stats.on_failed)
 
     ingester = SerialIngester(args.device, device, args.baudrate or BAUD[args.type], args.house,
                               send_readings, send_event)
     signal.signal(signal.SIGINT, lambda *_: ingester.stop.set())
     signal.signal(signal.SIGTERM, lambda *_: ingester.stop.set())
-    log.info("reading %s (%s) for house %s -> %s", args.device, args.type, args.house, settings.kafka_topic)
+    log.info("reading %s (%s) for house %s -> %s, events -> %s", args.device, args.type, args.house,
+             settings.kafka_topic, settings.kafka_events_topic)
     try:
         ingester.run()
     finally:
         kafka_producer.flush()
         kafka_producer.close()
         quarantine.close()
-        print(f"stopped: {dict(ingester.counts)}")
-    return 0
+        counts = ", ".join(f"{name} {count:,}" for name, count in sorted(ingester.counts.items()))
+        quarantined = sum(reading_stats.quarantined.values())
+        print(f"stopped: {counts or 'nothing read'}; readings sent {reading_stats.readings:,} in "
+              f"{reading_stats.messages:,} messages (delivered {reading_stats.delivered:,}, failed "
+              f"{reading_stats.failed:,}, quarantined {quarantined:,}); events sent {event_stats.messages:,} "
+              f"(delivered {event_stats.delivered:,}, failed {event_stats.failed:,})")
+    return 1 if reading_stats.failed or event_stats.failed else 0
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ KNOWN = ("InstantaneousDemand", "CurrentSummationDelivered", "PriceCluster", "Ti
          "BlockPriceDetail")
 _OPEN = re.compile(rb"<(" + b"|".join(k.encode() for k in KNOWN) + rb")>")
 MAX_BUFFER = 64 * 1024
+# 10**digits of a garbled TrailingDigits such as 0xffffffff would compute for ever.
+MAX_TRAILING_DIGITS = 18
 
 
 def _hex(element: ET.Element, name: str, default: int | None = None) -> int | None:
@@ -105,6 +107,8 @@ class Emu2:
                 if price is None or stamp is None:
                     return None
                 digits = _hex(element, "TrailingDigits", 0)
+                if digits > MAX_TRAILING_DIGITS:  # one byte on the wire; more is a garbled frame
+                    return None
                 start = _hex(element, "StartTime", 0)
                 return Event("price", float(stamp + Y2K_EPOCH_S), {
                     "meter": self.meter, "price_per_kwh": price / 10 ** digits,

@@ -120,3 +120,9 @@ def test_emu2_never_raises_on_arbitrary_bytes(chunks):
 @given(st.binary(max_size=300))
 def test_emu2_parse_never_raises_on_any_frame(frame):
     Emu2().parse(frame, NOW)
+
+
+def test_emu2_garbled_trailing_digits_is_a_bad_frame_not_a_hang():
+    frame = (b"<PriceCluster><TimeStamp>0x1c6a2b3f</TimeStamp><Price>0x0000312d</Price>"
+             b"<TrailingDigits>0xffffffff</TrailingDigits></PriceCluster>")
+    assert Emu2().parse(frame, NOW) is None

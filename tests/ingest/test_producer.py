@@ -84,27 +84,155 @@ def test_pacer_follows_data_time_at_the_given_speed(monkeypatch):
     assert slept == pytest.approx([0.5, 0.5])
 
 
+def test_dictionary_columns_give_the_same_messages_as_plain_strings():
+    plain = table(interleaved("h1", 9) + interleaved("h2", 4))
+    dictionary = pa.Table.from_arrays(
+        [c.dictionary_encode() if pa.types.is_string(c.type) else c for c in plain.columns], names=plain.column_names)
+    stats = producing.PublishStats()
+    assert (list(producing.messages_from_batch(dictionary, 4, producing.Quarantine(None), stats))
+            == list(producing.messages_from_batch(plain, 4, producing.Quarantine(None), stats)))
+
+
+def test_a_meter_that_changes_label_mid_message_becomes_two_series():
+    rows = [("h1", 1, "lamp", "lighting", T0 + i, float(i)) for i in range(3)]
+    rows += [("h1", 1, "fridge", "refrigerator", T0 + 3 + i, 10.0 + i) for i in range(2)]
+    rows += [("h1", 2, "oven", "oven", T0 + 5, 7.0), ("h1", 1, "lamp", "lighting", T0 + 6, 3.0)]
+    (message,), _ = cut(rows, per_message=100)
+    series = messages.decode(message[1])["series"]
+    assert [(s["meter"], s["label"], s["ts_s"]) for s in series] == [
+        (1, "lamp", [T0, T0 + 1, T0 + 2, T0 + 6]), (1, "fridge", [T0 + 3, T0 + 4]), (2, "oven", [T0 + 5])]
+
+
+class FakeFuture:
+    def __init__(self):
+        self.callbacks, self.errbacks = [], []
+
+    def add_callback(self, f):
+        self.callbacks.append(f)
+
+    def add_errback(self, f):
+        self.errbacks.append(f)
+
+
+class FakeProducer:
+    """Acknowledges (or fails) messages only when told to, from another thread."""
+
+    def __init__(self, fail_every=0, timeouts=0):
+        self.sent, self.futures, self.flushed = [], [], 0
+        self.fail_every, self.timeouts = fail_every, timeouts
+
+    def send(self, topic, key, value):
+        from kafka.errors import KafkaTimeoutError
+
+        if self.timeouts:
+            self.timeouts -= 1
+            raise KafkaTimeoutError("metadata not available")
+        self.sent.append((key, value))
+        future = FakeFuture()
+        self.futures.append(future)
+        return future
+
+    def settle(self):
+        for i, future in enumerate(self.futures):
+            if self.fail_every and i % self.fail_every == 0:
+                for f in future.errbacks:
+                    f(RuntimeError("broker said no"))
+            else:
+                for f in future.callbacks:
+                    f(None)
+        self.futures = []
+
+    def flush(self, timeout=None):
+        self.flushed += 1
+        self.settle()
+
+
+def test_delivery_failures_are_counted_and_do_not_stop_publishing():
+    fake = FakeProducer(fail_every=3)
+    stats = producing.publish([table(interleaved("h1", 40))], fake, "t", readings_per_message=4)
+    assert (stats.messages, stats.failed, stats.delivered) == (10, 4, 6)
+    assert fake.flushed == 1
+
+
+def test_send_timeouts_are_retried_not_fatal():
+    fake = FakeProducer(timeouts=2)
+    stats = producing.PublishStats()
+    future = producing.send_with_retry(fake, "t", b"h1", b"{}", stats, backoff_s=0.01)
+    assert future is not None and stats.send_timeouts == 2 and fake.sent == [(b"h1", b"{}")]
+
+
+def test_in_flight_bytes_are_bounded_until_acknowledged():
+    import threading
+
+    fake = FakeProducer()
+    rows = interleaved("h1", 60)
+    one_message = len(next(iter(cut(rows[:3], per_message=3)[0]))[1])
+    done = threading.Event()
+    result = {}
+
+    def run():
+        result["stats"] = producing.publish([table(rows)], fake, "t", readings_per_message=3,
+                                            max_in_flight_bytes=3 * one_message + 10)
+        done.set()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    assert not done.wait(0.5)          # blocked: three messages out, none acknowledged
+    assert len(fake.sent) == 3
+    while not done.wait(0.05):
+        fake.settle()                  # each acknowledgement lets more through
+    assert result["stats"].delivered == 20 and len(fake.sent) == 20
+
+
+def test_lanes_pin_each_house_to_one_producer_and_spread_houses():
+    lanes = producing.Lanes([FakeProducer(), FakeProducer()])
+    for key in [b"h1", b"h2", b"h1", b"h3", b"h2", b"h1"]:
+        lanes.send("t", key, b"{}")
+    first, second = ([k for k, _ in p.sent] for p in lanes.producers)
+    assert first == [b"h1", b"h1", b"h3", b"h1"] and second == [b"h2", b"h2"]
+
+
+def consume_all(settings, topic):
+    """Every record of `topic`, read until each partition's end offset (no idle timeout)."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_list, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        records = []
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
 @pytest.mark.integration
-def test_publish_then_consume_exactly_n_in_order_per_house(kafka_ready, topic):
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_publish_then_consume_exactly_n_in_order_per_house(kafka_ready, topic, lanes):
     rows = interleaved("h1", 2500) + interleaved("h2", 1800, meters=(1, 3)) + interleaved("h3", 700)
-    kafka_producer = producing.make_producer(kafka_ready)
+    rows += interleaved("h4", 900, meters=(2,)) + [("h2", 3, "l3", "a3", float("inf"), 1.0)]
+    kafka_producer = producing.make_lanes(kafka_ready, lanes)
     try:
         stats = producing.publish([table(rows)], kafka_producer, topic, readings_per_message=300)
     finally:
         kafka_producer.close()
-    assert (stats.readings, stats.delivered, stats.failed) == (len(rows), stats.messages, 0)
+    good = rows[:-1]
+    assert (stats.readings, stats.delivered, stats.failed) == (len(good), stats.messages, 0)
+    assert dict(stats.quarantined) == {"non-finite timestamp or power": 1}
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_ready.kafka_bootstrap_list,
-                             auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=10000)
     received = {}
-    try:
-        for record in consumer:
-            body = messages.decode(record.value)
-            assert record.key.decode() == body["house_id"]
-            for series in body["series"]:
-                received.setdefault((body["house_id"], series["meter"]), []).extend(series["ts_s"])
-    finally:
-        consumer.close()
-    assert sum(len(v) for v in received.values()) == len(rows)
+    partition_of = {}
+    for record in consume_all(kafka_ready, topic):
+        body = messages.decode(record.value)
+        assert record.key.decode() == body["house_id"]
+        assert partition_of.setdefault(body["house_id"], record.partition) == record.partition
+        for series in body["series"]:
+            received.setdefault((body["house_id"], series["meter"]), []).extend(series["ts_s"])
+    assert sum(len(v) for v in received.values()) == len(good)
     for (house, meter), ts in received.items():
-        assert ts == [r[4] for r in rows if r[0] == house and r[1] == meter]  # exactly, in order
+        assert ts == [r[4] for r in good if r[0] == house and r[1] == meter]  # exactly, in order

@@ -1,4 +1,5 @@
 """The serial ingester against pseudo-terminals playing devices: splits, garbage, unplug and replug."""
+import json
 import os
 import threading
 import time
@@ -133,3 +134,66 @@ def test_event_messages_carry_version_type_and_house():
     body = json.loads(value)
     assert key == b"h1" and body == {"v": 1, "type": "price", "house_id": "h1", "ts_s": 1.0e9,
                                      "price_per_kwh": 0.12589, "currency": 840}
+
+
+@pytest.mark.integration
+def test_serial_cli_publishes_demand_as_readings_and_price_as_events(kafka_ready, topic, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    from smw import config
+    from smw.init import create_topics
+
+    events_topic = f"test-events-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_ready, {events_topic: 1})
+    device = Device(str(tmp_path / "ttyEMU"))
+    device.plug()
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_ready.kafka_bootstrap, "PYTHONPATH": str(config.ROOT),
+           "DATA_DIR": str(tmp_path / "data")}
+    process = subprocess.Popen([sys.executable, "-m", "ingest.serial", "--device", device.link, "--type", "emu2",
+                                "--house", "h-cli", "--kafka-topic", topic, "--kafka-events-topic", events_topic],
+                               cwd=config.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    price = (b"<PriceCluster><TimeStamp>0x1c6a2b3f</TimeStamp><Price>0x0000312d</Price><Currency>0x0348</Currency>"
+             b"<TrailingDigits>0x05</TrailingDigits><Tier>0x01</Tier></PriceCluster>\r\n")
+    try:
+        time.sleep(2.5)  # interpreter start, Kafka connection, port opened in raw mode
+        device.write(FRAME + b"\x00junk" + price + FRAME, chunk=64)
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "readings sent 2" in out and "events sent 1 (delivered 1, failed 0)" in out, out
+
+    def records(name):
+        consumer = KafkaConsumer(bootstrap_servers=kafka_ready.kafka_bootstrap_list, enable_auto_commit=False)
+        try:
+            partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            end = consumer.end_offsets(partitions)
+            got = []
+            while any(consumer.position(tp) < end[tp] for tp in partitions):
+                for batch in consumer.poll(timeout_ms=1000).values():
+                    got.extend(batch)
+            return got
+        finally:
+            consumer.close()
+
+    powers = [p for r in records(topic) for s in messages.decode(r.value)["series"] for p in s["power_w"]]
+    assert powers == [-500.0, -500.0]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_ready.kafka_bootstrap_list)
+    try:
+        (event,) = records(events_topic)
+        admin.delete_topics([events_topic])
+    finally:
+        admin.close()
+    body = json.loads(event.value)
+    assert (event.key, body["type"], body["house_id"]) == (b"h-cli", "price", "h-cli")
+    assert body["price_per_kwh"] == pytest.approx(0.12589)
