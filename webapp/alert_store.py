@@ -58,8 +58,9 @@ def changed_since(conn, store, since_ts_s: float, house_id: str | None, house_li
     """Alerts updated at or after since_ts_s, oldest update first, from the live store and the
     Cassandra history (which still holds what the live store no longer has)."""
     found: dict[str, dict] = {}
-    cursor = (_table_of(conn).between(since_ts_s, r.maxval, index="updated_ts_s")
-              .order_by(index="updated_ts_s").limit(RESUME_LIMIT).run(conn))
+    # order_by before between: reqlite fails on between-then-order_by for this index; RethinkDB takes both
+    cursor = (_table_of(conn).order_by(index="updated_ts_s").between(since_ts_s, r.maxval, index="updated_ts_s")
+              .limit(RESUME_LIMIT).run(conn))
     for doc in cursor:
         alert = normalise(doc)
         if house_id is None or alert["house_id"] == house_id:
