@@ -62,13 +62,27 @@ init: up ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/ind
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit
-test: setup up init ## Run the whole test suite against the local services (what CI runs)
+test: setup browser-deps up init ## Run the whole test suite against the local services (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Run only the tests that need no service
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 ## ---------------------------------------------------------------- benchmarks
+.PHONY: web screenshots bench-web browser-deps
+web: ## Serve the dashboard and APIs with waitress on 127.0.0.1:8000 (SMW_WEB_HOST/PORT to change)
+	$(PY) -m webapp
+
+browser-deps: ## Install Debian's chromium and chromium-driver for the browser test (skipped when present)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+screenshots: browser-deps ## Write PNGs of the main pages to docs/screenshots (sample data in smw_screens)
+	$(PY) -m webapp.screenshots
+
+bench-web: ## House daily-kWh API p50/p99 under 50 clients; one alert to 200 SSE subscribers
+	$(PY) -m webapp.bench
+
 .PHONY: bench
 bench: ## Run every benchmark
 	@echo "benchmarks are added with the layers they measure; none yet"

@@ -61,7 +61,8 @@ class CassandraStore:
         with self._lock:
             if self._cluster is not None:
                 self._cluster.shutdown()
-            self._cluster = self._session = None
+            self._cluster = None
+            self._session = None
             self._prepared.clear()
 
 
