@@ -98,7 +98,7 @@ houses: init ## Register houses (time zone, zip) from HOUSES=path/to/houses.parq
 
 ## ---------------------------------------------------------------- tests
 .PHONY: test test-unit
-test: setup up init ## Run the whole test suite against the local services (what CI runs)
+test: setup browser-deps up init ## Run the whole test suite against the local services (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Run only the tests that need no service
@@ -109,7 +109,7 @@ test-unit: setup ## Run only the tests that need no service
 BENCH_INGEST_ARGS ?=
 BENCH_LAND_ARGS ?=
 BENCH_BATCH_ARGS ?=
-bench: bench-generate bench-ingest bench-land bench-batch ## Run every benchmark
+bench: bench-generate bench-ingest bench-land bench-batch bench-web ## Run every benchmark
 
 bench-generate: setup ## Generator readings/s, MB/s and peak RSS at 10M and 100M readings to Parquet
 	$(PY) -m datasets.bench
@@ -125,6 +125,21 @@ bench-batch: setup ## Nightly job vs DuckDB on generated data at 10M and 100M re
 
 bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone (median of 3)
 	$(PY) -m ingest.bench_land $(BENCH_LAND_ARGS)
+
+.PHONY: web screenshots bench-web browser-deps
+web: init ## Serve the dashboard and APIs with waitress on 127.0.0.1:8000 (SMW_WEB_HOST/PORT to change)
+	$(PY) -m webapp
+
+browser-deps: ## Install Debian's chromium and chromium-driver for the browser test (skipped when present)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+screenshots: browser-deps ## Write PNGs of the main pages to docs/screenshots (sample data in smw_screens)
+	$(PY) -m webapp.screenshots
+
+bench-web: init ## House daily-kWh API p50/p99 under 50 clients; one alert to 200 SSE subscribers
+	$(PY) -m webapp.bench
+
 
 ## ---------------------------------------------------------------- demo
 .PHONY: demo

@@ -1,0 +1,60 @@
+"""Smart Meter Watchdog web application: dashboard pages, JSON API, live alerts, pulse-meter API.
+
+    python -m webapp            # production WSGI server (waitress) on 127.0.0.1:8000
+    flask --app webapp run      # development server
+
+The app factory follows Flask's tutorial (flaskr): `create_app(test_config=None)`,
+one blueprint per area, per-request resources torn down after each request.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from smw import config
+
+log = logging.getLogger(__name__)
+
+# Defaults; each can be set from the environment as SMW_WEB_<NAME> (JSON values are
+# parsed, e.g. SMW_WEB_PULSE_IMPULSES_PER_KWH=600 or SMW_WEB_TARIFF='{...}').
+DEFAULTS = {
+    "PULSE_IMPULSES_PER_KWH": 1000,
+    "BLIP_TIMEOUT_S": 30.0,
+    "SSE_HEARTBEAT_S": 15.0,
+    "SSE_SNAPSHOT_LIMIT": 50,
+    "MAX_RANGE_DAYS": 366,
+    "MAX_COST_DAYS": 92,
+    "HOUSE_LIMIT": 1000,
+    "TARIFF": {
+        "currency": "USD",
+        "default_rate_per_kwh": 0.15,
+        # Time-of-use periods in the house's local time: [start_hour, end_hour).
+        "periods": [
+            {"name": "off-peak", "start_hour": 0, "end_hour": 7, "rate_per_kwh": 0.09},
+            {"name": "peak", "start_hour": 16, "end_hour": 21, "rate_per_kwh": 0.32},
+        ],
+    },
+}
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Create and configure the web application."""
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.json.sort_keys = False
+    if test_config is None:
+        app.config.from_prefixed_env("SMW_WEB")
+    else:
+        app.config.from_mapping(test_config)
+    app.config.setdefault("SMW_SETTINGS", config.load())
+
+    from webapp import alerts, api, db, errors, pages, pulse
+
+    db.init_app(app)
+    errors.init_app(app)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(alerts.bp)
+    app.register_blueprint(pulse.bp)
+    return app

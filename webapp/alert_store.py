@@ -1,0 +1,186 @@
+"""Alerts: the live store (RethinkDB `alerts`), the durable history (Cassandra `alerts_by_house`)
+and the process-wide changefeed that fans changes out to every live-feed subscriber."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from rethinkdb.errors import ReqlError
+
+from smw import rethink
+from webapp import queries
+
+log = logging.getLogger(__name__)
+r = rethink.r
+
+FIELDS = ("id", "kind", "house_id", "meter", "appliance", "threshold_w", "multiplier", "peak_w", "mean_w",
+          "start_ts_s", "end_ts_s", "state", "severity", "updated_ts_s")
+RESUME_LOOKBACK_S = 86400  # an episode updated after the resume point started at most this long before it
+RESUME_LIMIT = 500
+
+
+def normalise(doc: dict) -> dict:
+    """The contract's fields of an alert document, nothing else."""
+    return {name: doc.get(name) for name in FIELDS}
+
+
+def updated_key(alert: dict) -> float:
+    return alert.get("updated_ts_s") or alert.get("start_ts_s") or 0.0
+
+
+def table(settings):
+    return r.db(settings.rethinkdb_db).table("alerts")
+
+
+def _table_of(conn):
+    return r.db(conn.db).table("alerts")
+
+
+def recent_alerts(conn, limit: int) -> list[dict]:
+    cursor = _table_of(conn).order_by(index=r.desc("start_ts_s")).limit(limit).run(conn)
+    return [normalise(doc) for doc in cursor]
+
+
+def open_alerts(conn, limit: int) -> list[dict]:
+    found = [normalise(doc) for doc in _table_of(conn).get_all("open", index="state").limit(limit).run(conn)]
+    return sorted(found, key=lambda a: -(a["start_ts_s"] or 0))
+
+
+def alerts_for_house(conn, house_id: str, limit: int) -> list[dict]:
+    cursor = (_table_of(conn).between([house_id, r.minval], [house_id, r.maxval], index="house_start")
+              .order_by(index=r.desc("house_start")).limit(limit).run(conn))
+    return [normalise(doc) for doc in cursor]
+
+
+def changed_since(conn, store, since_ts_s: float, house_id: str | None, house_limit: int) -> list[dict]:
+    """Alerts updated at or after since_ts_s, oldest update first, from the live store and the
+    Cassandra history (which still holds what the live store no longer has)."""
+    found: dict[str, dict] = {}
+    # order_by before between: reqlite fails on between-then-order_by for this index; RethinkDB takes both
+    cursor = (_table_of(conn).order_by(index="updated_ts_s").between(since_ts_s, r.maxval, index="updated_ts_s")
+              .limit(RESUME_LIMIT).run(conn))
+    for doc in cursor:
+        alert = normalise(doc)
+        if house_id is None or alert["house_id"] == house_id:
+            found[alert["id"]] = alert
+    house_ids = [house_id] if house_id else [h["house_id"] for h in queries.houses(store, house_limit)]
+    results = store.many(
+        "SELECT house_id, start_ts, alert_id, kind, meter, appliance, state, severity, threshold_w, multiplier, "
+        "peak_w, mean_w, end_ts, updated_at FROM alerts_by_house WHERE house_id = ? AND start_ts >= ? LIMIT ?",
+        [(h, queries.as_utc(since_ts_s - RESUME_LOOKBACK_S), RESUME_LIMIT) for h in house_ids],
+    )
+    for rows in results:
+        for row in rows:
+            alert = queries.history_alert(row)
+            if updated_key(alert) >= since_ts_s and updated_key(alert) > updated_key(found.get(alert["id"], {})):
+                found[alert["id"]] = alert
+    return sorted(found.values(), key=updated_key)[:RESUME_LIMIT]
+
+
+class Subscriber:
+    """One live-feed client: a bounded queue of alerts, optionally for one house."""
+
+    OVERFLOW = object()
+
+    def __init__(self, house_id: str | None, size: int = 1000):
+        self.house_id = house_id
+        self.queue: queue.Queue = queue.Queue(maxsize=size)
+        self.overflowed = False
+
+    def offer(self, alert: dict) -> None:
+        if self.overflowed or (self.house_id is not None and alert.get("house_id") != self.house_id):
+            return
+        try:
+            self.queue.put_nowait(alert)
+        except queue.Full:
+            # a client too slow to keep up is dropped; it reconnects and resumes with Last-Event-ID
+            self.overflowed = True
+            self.queue.queue.clear()
+            self.queue.put_nowait(self.OVERFLOW)
+
+
+class AlertHub:
+    """One RethinkDB changefeed per process, fanned out to subscriber queues.
+
+    The feed is a plain `table.changes()` (reqlite supports no filtered or ordered
+    changefeeds); subscribers filter by house themselves."""
+
+    def __init__(self, settings, retry_s: float = 1.0):
+        self._settings = settings
+        self._retry_s = retry_s
+        self._lock = threading.Lock()
+        self._subscribers: set[Subscriber] = set()
+        self._thread: threading.Thread | None = None
+        self._conn = None
+        self._stopping = threading.Event()
+        self.ready = threading.Event()
+
+    def subscribe(self, house_id: str | None = None, wait_s: float = 5.0) -> Subscriber:
+        """A new subscriber; waits until the changefeed is open so nothing after this call is missed."""
+        subscriber = Subscriber(house_id)
+        with self._lock:
+            self._subscribers.add(subscriber)
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping.clear()
+                self._thread = threading.Thread(target=self._run, name="alert-changefeed", daemon=True)
+                self._thread.start()
+        if not self.ready.wait(wait_s):
+            log.warning("alert changefeed not open after %.1f s", wait_s)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(subscriber)
+
+    @property
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        conn = self._conn
+        if conn is not None:
+            try:
+                rethink.close(conn)
+            except (ReqlError, OSError):
+                pass
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                self._conn = rethink.connect(self._settings)
+                cursor = table(self._settings).changes().run(self._conn)
+                self.ready.set()
+                if failures:
+                    log.info("alert changefeed open again after %d failures", failures)
+                failures = 0
+                for change in cursor:
+                    doc = change.get("new_val")
+                    if doc is None:  # a deleted document
+                        continue
+                    alert = normalise(doc)
+                    with self._lock:
+                        subscribers = list(self._subscribers)
+                    for subscriber in subscribers:
+                        subscriber.offer(alert)
+            except (ReqlError, OSError) as exc:
+                self.ready.clear()
+                if self._stopping.is_set():
+                    break
+                failures += 1
+                # loud on the first failure, quiet while it repeats
+                (log.error if failures == 1 else log.debug)("alert changefeed failed (%s); retrying", exc)
+                time.sleep(min(self._retry_s * failures, 10.0))
+            finally:
+                if self._conn is not None:
+                    try:
+                        rethink.close(self._conn)
+                    except (ReqlError, OSError):
+                        pass
+                    self._conn = None

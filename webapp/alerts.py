@@ -1,0 +1,97 @@
+"""Live alerts: the page and its Server-Sent Events stream."""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+
+from flask import Blueprint, Response, current_app, render_template, request
+
+from smw import rethink
+from webapp import params
+from webapp.alert_store import AlertHub, Subscriber, alerts_for_house, changed_since, recent_alerts, updated_key
+from webapp.db import cassandra
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("alerts", __name__)
+
+
+def hub() -> AlertHub:
+    app = current_app._get_current_object()
+    found = app.extensions.get("smw_alert_hub")
+    if found is None:
+        found = app.extensions.setdefault("smw_alert_hub", AlertHub(app.config["SMW_SETTINGS"]))
+    return found
+
+
+def event_id(alert: dict) -> str:
+    """The resume cursor: the alert's last update in epoch milliseconds."""
+    return str(int(round(updated_key(alert) * 1000)))
+
+
+def sse_event(alert: dict) -> str:
+    return f"id: {event_id(alert)}\nevent: alert\ndata: {json.dumps(alert, separators=(',', ':'))}\n\n"
+
+
+@bp.get("/alerts")
+def page():
+    """The live alerts page."""
+    house_id = request.args.get("house_id") or None
+    if house_id is not None:
+        params.name("house_id", house_id)
+    return render_template("alerts.html", house_id=house_id)
+
+
+@bp.get("/alerts/stream")
+def stream():
+    """Server-Sent Events: recent alerts (or those changed since Last-Event-ID), then every change."""
+    house_id = request.args.get("house_id") or None
+    if house_id is not None:
+        params.name("house_id", house_id)
+    resume_from = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    since_ts_s = params.digits("Last-Event-ID", resume_from) / 1000 if resume_from else None
+    settings = current_app.config["SMW_SETTINGS"]
+    store = cassandra()
+    heartbeat_s = float(current_app.config["SSE_HEARTBEAT_S"])
+    snapshot_limit = int(current_app.config["SSE_SNAPSHOT_LIMIT"])
+    house_limit = int(current_app.config["HOUSE_LIMIT"])
+    subscriber = hub().subscribe(house_id)  # before the initial state is read: nothing falls in between
+    feed = hub()
+
+    def initial_state() -> list[dict]:
+        with rethink.connection(settings) as conn:
+            if since_ts_s is not None:
+                return changed_since(conn, store, since_ts_s, house_id, house_limit)
+            if house_id is not None:
+                found = alerts_for_house(conn, house_id, snapshot_limit)
+            else:
+                found = recent_alerts(conn, snapshot_limit)
+        return sorted(found, key=updated_key)
+
+    def events():
+        sent: dict[str, float] = {}
+        try:
+            yield "retry: 2000\n\n"
+            for alert in initial_state():
+                sent[alert["id"]] = updated_key(alert)
+                yield sse_event(alert)
+            yield ": ready\n\n"
+            while True:
+                try:
+                    alert = subscriber.queue.get(timeout=heartbeat_s)
+                except queue.Empty:
+                    yield ": keepalive\n\n"
+                    continue
+                if alert is Subscriber.OVERFLOW:
+                    log.warning("live alert client too slow; closing its stream")
+                    return
+                if alert["id"] in sent and sent[alert["id"]] >= updated_key(alert):
+                    continue  # already sent by the initial state
+                sent[alert["id"]] = updated_key(alert)
+                yield sse_event(alert)
+        finally:
+            feed.unsubscribe(subscriber)
+
+    return Response(events(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,178 @@
+"""The JSON API behind every page (see /api/openapi.json)."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import logging
+import time
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request, send_from_directory
+
+from webapp import params, queries
+from webapp.alert_store import alerts_for_house, open_alerts, recent_alerts
+from webapp.db import cassandra, get_rethinkdb
+from webapp.errors import BadParameter
+from webapp.tariff import Tariff
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+CSV_FIELDS = ["house_id", "day", "meter", "label", "appliance", "energy_kwh", "coverage"]
+MAX_METERS = 8
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def known_house(house_id: str) -> dict:
+    found = queries.house(cassandra(), params.name("house_id", house_id))
+    if found is None:
+        abort(404, f"no house {house_id}")
+    return found
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI document of the JSON API."""
+    return send_from_directory(current_app.static_folder, "openapi.json", mimetype="application/json")
+
+
+@bp.get("/houses")
+def houses():
+    """Every known house (at most HOUSE_LIMIT)."""
+    return jsonify(houses=queries.houses(cassandra(), current_app.config["HOUSE_LIMIT"]))
+
+
+@bp.get("/overview")
+def overview():
+    """Houses with yesterday's kWh, open alerts and the top consumers."""
+    alerts = open_alerts(get_rethinkdb(), limit=100)
+    return jsonify(queries.overview(cassandra(), alerts, current_app.config["HOUSE_LIMIT"], now_utc()))
+
+
+@bp.get("/houses/<house_id>")
+def house(house_id):
+    """One house's metadata."""
+    return jsonify(known_house(house_id))
+
+
+@bp.get("/houses/<house_id>/daily")
+def house_daily(house_id):
+    """A house's daily kWh per appliance, mains and untracked over ?from=&to=."""
+    known_house(house_id)
+    start, end = params.day_range(request.args, current_app.config["MAX_RANGE_DAYS"])
+    return jsonify(queries.house_daily(cassandra(), house_id, start, end))
+
+
+@bp.get("/houses/<house_id>/daily.csv")
+def house_daily_csv(house_id):
+    """CSV export of a house's daily kWh per meter and untracked energy over ?from=&to=."""
+    known_house(house_id)
+    start, end = params.day_range(request.args, current_app.config["MAX_RANGE_DAYS"])
+    store = cassandra()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in sorted(queries.daily_rows(store, house_id, start, end), key=lambda r: (queries.day_of(r.day), r.meter)):
+        writer.writerow({"house_id": house_id, "day": queries.day_of(row.day).isoformat(), "meter": row.meter,
+                         "label": csv_text(row.label), "appliance": csv_text(row.appliance),
+                         "energy_kwh": row.energy_kwh, "coverage": row.coverage})
+    for row in sorted(queries.totals_rows(store, house_id, start, end), key=lambda r: queries.day_of(r.day)):
+        writer.writerow({"house_id": house_id, "day": queries.day_of(row.day).isoformat(), "meter": "",
+                         "label": "", "appliance": "untracked", "energy_kwh": row.untracked_kwh,
+                         "coverage": row.coverage})
+    filename = f"{house_id}_{start.isoformat()}_{end.isoformat()}_daily_kwh.csv"
+    return Response(buffer.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def csv_text(value: str | None) -> str:
+    """Text for a spreadsheet cell: a leading = + - @ would be read as a formula."""
+    if value and value[0] in "=+-@\t\r":
+        return "'" + value
+    return value or ""
+
+
+@bp.get("/houses/<house_id>/thresholds")
+def house_thresholds(house_id):
+    """A house's power thresholds per meter."""
+    known_house(house_id)
+    return jsonify(house_id=house_id, thresholds=queries.thresholds(cassandra(), house_id))
+
+
+@bp.get("/houses/<house_id>/cost")
+def house_cost(house_id):
+    """Cost per appliance over ?from=&to= at the configured time-of-use tariff."""
+    found = known_house(house_id)
+    start, end = params.day_range(request.args, current_app.config["MAX_COST_DAYS"])
+    tariff = Tariff.from_config(current_app.config["TARIFF"])
+    return jsonify(queries.cost(cassandra(), house_id, found["tz"], start, end, tariff))
+
+
+@bp.get("/houses/<house_id>/power")
+def house_power(house_id):
+    """Power of ?meter=1,2 over [from_ts_s, to_ts_s): raw, per minute or per hour by the span."""
+    known_house(house_id)
+    meters = meter_list(request.args.get("meter", "1,2"))
+    to_ts_s = params.seconds("to_ts_s", request.args.get("to_ts_s"), time.time())
+    from_ts_s = params.seconds("from_ts_s", request.args.get("from_ts_s"), to_ts_s - 20 * 60)
+    if from_ts_s >= to_ts_s:
+        raise BadParameter("from_ts_s must be before to_ts_s")
+    if to_ts_s - from_ts_s > queries.POWER_MAX_SPAN_S:
+        raise BadParameter(f"a span is at most {queries.POWER_MAX_SPAN_S // 86400} days")
+    return jsonify(queries.power(cassandra(), house_id, meters, from_ts_s, to_ts_s))
+
+
+def meter_list(text: str) -> list[int]:
+    parts = text.split(",")
+    if not 1 <= len(parts) <= MAX_METERS:
+        raise BadParameter(f"meter takes 1 to {MAX_METERS} comma-separated channel numbers")
+    return sorted({params.digits("meter", part, 1, 9999) for part in parts})
+
+
+@bp.get("/houses/<house_id>/alerts")
+def house_alerts(house_id):
+    """A house's alert history, newest first (Cassandra), ?limit= up to 500."""
+    params.name("house_id", house_id)
+    limit = params.integer("limit", request.args.get("limit"), 50, 1, 500)
+    return jsonify(house_id=house_id, alerts=queries.alert_history(cassandra(), house_id, limit))
+
+
+@bp.get("/appliances/<appliance>")
+def appliance_day(appliance):
+    """One appliance's daily kWh across houses on ?day= (default yesterday, UTC)."""
+    params.name("appliance", appliance)
+    day = params.day("day", request.args.get("day"), now_utc().date() - dt.timedelta(days=1))
+    return jsonify(queries.appliance_day(cassandra(), appliance, day, current_app.config["HOUSE_LIMIT"]))
+
+
+@bp.get("/zips")
+def zip_day():
+    """Daily kWh per zip code on ?day= (default yesterday, UTC)."""
+    day = params.day("day", request.args.get("day"), now_utc().date() - dt.timedelta(days=1))
+    return jsonify(queries.zip_day(cassandra(), day, 100000))
+
+
+@bp.get("/alerts")
+def alerts():
+    """Live alerts from RethinkDB, newest first: ?house_id=, ?state=open|closed, ?limit= up to 500."""
+    limit = params.integer("limit", request.args.get("limit"), 50, 1, 500)
+    state = request.args.get("state")
+    if state not in (None, "open", "closed"):
+        raise BadParameter("state must be open or closed")
+    house_id = request.args.get("house_id")
+    conn = get_rethinkdb()
+    if house_id is not None:
+        found = alerts_for_house(conn, params.name("house_id", house_id), limit)
+        if state:
+            found = [a for a in found if a.get("state") == state]
+    elif state == "open":
+        found = open_alerts(conn, limit)
+    else:
+        found = recent_alerts(conn, limit)
+        if state:
+            found = [a for a in found if a.get("state") == state]
+    return jsonify(alerts=found)

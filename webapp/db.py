@@ -1,0 +1,92 @@
+"""Connections of the web process.
+
+Cassandra: one driver Session per process (the driver pools connections and is
+thread-safe) with statements prepared once. RethinkDB: one connection per request,
+kept on `g` and closed at teardown, as flaskr does with its database.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+
+from cassandra.concurrent import execute_concurrent_with_args
+from flask import Flask, current_app, g
+
+from smw import cql, rethink
+
+log = logging.getLogger(__name__)
+
+
+class CassandraStore:
+    """The process's Cassandra session and its prepared statements."""
+
+    def __init__(self, settings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._cluster = None
+        self._session = None
+        self._prepared: dict = {}
+
+    @property
+    def session(self):
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._cluster, self._session = cql.connect(self._settings)
+                    atexit.register(self.shutdown)
+        return self._session
+
+    def prepared(self, statement: str):
+        """The prepared form of a CQL statement, prepared on first use."""
+        found = self._prepared.get(statement)
+        if found is None:
+            found = self.session.prepare(statement)
+            self._prepared[statement] = found
+        return found
+
+    def rows(self, statement: str, params: tuple = ()) -> list:
+        return list(self.session.execute(self.prepared(statement), params))
+
+    def many(self, statement: str, param_list: list[tuple], concurrency: int = 32) -> list[list]:
+        """Run one prepared statement for each parameter tuple; rows per tuple, in order."""
+        if not param_list:
+            return []
+        results = execute_concurrent_with_args(
+            self.session, self.prepared(statement), param_list, concurrency=concurrency, raise_on_first_error=True
+        )
+        return [list(result) for _ok, result in results]
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._cluster is not None:
+                self._cluster.shutdown()
+            self._cluster = None
+            self._session = None
+            self._prepared.clear()
+
+
+def cassandra() -> CassandraStore:
+    return current_app.extensions["smw_cassandra"]
+
+
+def get_rethinkdb():
+    """The request's RethinkDB connection, opened on first use."""
+    if "rethinkdb" not in g:
+        g.rethinkdb = rethink.connect(current_app.config["SMW_SETTINGS"])
+    return g.rethinkdb
+
+
+def alerts_table():
+    return rethink.r.db(current_app.config["SMW_SETTINGS"].rethinkdb_db).table("alerts")
+
+
+def close_rethinkdb(_exc=None) -> None:
+    conn = g.pop("rethinkdb", None)
+    if conn is not None:
+        rethink.close(conn)
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["smw_cassandra"] = CassandraStore(app.config["SMW_SETTINGS"])
+    app.teardown_appcontext(close_rethinkdb)

@@ -1,0 +1,367 @@
+"""Bounded reads of the serving tables; every query is by partition key with a LIMIT or a range."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import statistics
+from collections import defaultdict
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from webapp.db import CassandraStore
+from webapp.tariff import Tariff
+
+log = logging.getLogger(__name__)
+
+UTC = dt.timezone.utc
+DEFAULT_TZ = "America/New_York"  # REDD houses are in US/Eastern
+MAINS = "mains"
+ROWS_PER_DAY_LIMIT = 64  # meters per house-day (REDD houses have at most 26 channels)
+
+
+def house_zone(tz_name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(tz_name or DEFAULT_TZ)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown time zone %r, using %s", tz_name, DEFAULT_TZ)
+        return ZoneInfo(DEFAULT_TZ)
+
+
+def ts_s(value: dt.datetime | None) -> float | None:
+    """Epoch seconds of a driver timestamp (naive UTC) or None."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return round(value.timestamp(), 3)
+
+
+def as_utc(epoch_s: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch_s, UTC)
+
+
+def day_of(value) -> dt.date:
+    """cassandra.util.Date or datetime.date -> datetime.date."""
+    return value if isinstance(value, dt.date) else value.date()
+
+
+def series_name(row) -> str:
+    return row.appliance or row.label or f"meter {row.meter}"
+
+
+def is_mains(row) -> bool:
+    return (row.appliance or row.label or "") == MAINS
+
+
+# ---------------------------------------------------------------- houses
+
+def houses(store: CassandraStore, limit: int) -> list[dict]:
+    rows = store.rows("SELECT house_id, zip, geohash, tz, lat, lon FROM houses LIMIT ?", (limit,))
+    return sorted(
+        ({"house_id": r.house_id, "zip": r.zip, "geohash": r.geohash, "tz": r.tz or DEFAULT_TZ,
+          "lat": r.lat, "lon": r.lon} for r in rows),
+        key=lambda h: h["house_id"],
+    )
+
+
+def house(store: CassandraStore, house_id: str) -> dict | None:
+    rows = store.rows("SELECT house_id, zip, geohash, tz, lat, lon FROM houses WHERE house_id = ?", (house_id,))
+    if not rows:
+        return None
+    r = rows[0]
+    return {"house_id": r.house_id, "zip": r.zip, "geohash": r.geohash, "tz": r.tz or DEFAULT_TZ,
+            "lat": r.lat, "lon": r.lon}
+
+
+def local_yesterday(tz_name: str | None, now: dt.datetime) -> dt.date:
+    return now.astimezone(house_zone(tz_name)).date() - dt.timedelta(days=1)
+
+
+def overview(store: CassandraStore, open_alerts: list[dict], limit: int, now: dt.datetime) -> dict:
+    """Every house with yesterday's (house-local) totals, open alerts and the top consumers."""
+    house_list = houses(store, limit)
+    days = [local_yesterday(h["tz"], now) for h in house_list]
+    results = store.many(
+        "SELECT mains_kwh, circuits_kwh, untracked_kwh, coverage FROM daily_house_totals "
+        "WHERE house_id = ? AND day = ?",
+        [(h["house_id"], d) for h, d in zip(house_list, days)],
+    )
+    open_by_house: dict[str, int] = defaultdict(int)
+    for alert in open_alerts:
+        open_by_house[alert.get("house_id")] += 1
+    rows = []
+    for h, day, found in zip(house_list, days, results):
+        totals = found[0] if found else None
+        rows.append({
+            "house_id": h["house_id"], "zip": h["zip"], "day": day.isoformat(),
+            "mains_kwh": totals.mains_kwh if totals else None,
+            "circuits_kwh": totals.circuits_kwh if totals else None,
+            "untracked_kwh": totals.untracked_kwh if totals else None,
+            "open_alerts": open_by_house.get(h["house_id"], 0),
+        })
+    ranked = sorted((r for r in rows if r["mains_kwh"] is not None), key=lambda r: -r["mains_kwh"])
+    return {
+        "houses": rows,
+        "total_kwh": round(sum(r["mains_kwh"] for r in ranked), 3),
+        "open_alerts": open_alerts,
+        "top_consumers": ranked[:10],
+    }
+
+
+# ---------------------------------------------------------------- a house's days
+
+def daily_rows(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> list:
+    days = (end - start).days + 1
+    return store.rows(
+        "SELECT day, meter, label, appliance, energy_kwh, coverage, samples FROM daily_energy_by_house "
+        "WHERE house_id = ? AND day >= ? AND day <= ? LIMIT ?",
+        (house_id, start, end, days * ROWS_PER_DAY_LIMIT),
+    )
+
+
+def totals_rows(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> list:
+    return store.rows(
+        "SELECT day, mains_kwh, circuits_kwh, untracked_kwh, coverage FROM daily_house_totals "
+        "WHERE house_id = ? AND day >= ? AND day <= ? LIMIT ?",
+        (house_id, start, end, (end - start).days + 1),
+    )
+
+
+def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> dict:
+    """Daily kWh per appliance (channels of one appliance summed), mains and untracked, oldest day first."""
+    per_day: dict[dt.date, dict] = {}
+    by_appliance: dict[str, float] = defaultdict(float)
+    for row in daily_rows(store, house_id, start, end):
+        if is_mains(row) or row.energy_kwh is None:
+            continue
+        day = day_of(row.day)
+        entry = per_day.setdefault(day, {"appliances": defaultdict(float)})
+        entry["appliances"][series_name(row)] += row.energy_kwh
+        by_appliance[series_name(row)] += row.energy_kwh
+    totals = {day_of(r.day): r for r in totals_rows(store, house_id, start, end)}
+    days_out = []
+    for day in sorted(set(per_day) | set(totals)):
+        t = totals.get(day)
+        appliances = per_day.get(day, {}).get("appliances", {})
+        days_out.append({
+            "day": day.isoformat(),
+            "mains_kwh": t.mains_kwh if t else None,
+            "circuits_kwh": t.circuits_kwh if t else round(sum(appliances.values()), 6),
+            "untracked_kwh": t.untracked_kwh if t else None,
+            "coverage": t.coverage if t else None,
+            "appliances": {k: round(v, 6) for k, v in sorted(appliances.items())},
+        })
+    mains_kwh = sum(d["mains_kwh"] for d in days_out if d["mains_kwh"] is not None)
+    untracked_kwh = sum(d["untracked_kwh"] for d in days_out if d["untracked_kwh"] is not None)
+    ordered = sorted(by_appliance, key=lambda k: -by_appliance[k])
+    return {
+        "house_id": house_id, "from": start.isoformat(), "to": end.isoformat(),
+        "appliances": ordered,
+        "days": days_out,
+        "totals": {
+            "mains_kwh": round(mains_kwh, 6),
+            "untracked_kwh": round(untracked_kwh, 6),
+            "by_appliance": {k: round(by_appliance[k], 6) for k in ordered},
+            # share of mains over the days that have a mains total
+            "share_of_mains": {
+                k: (round(by_appliance[k] / mains_kwh, 4) if mains_kwh > 0 else None) for k in ordered
+            },
+            "untracked_share": round(untracked_kwh / mains_kwh, 4) if mains_kwh > 0 else None,
+        },
+    }
+
+
+def thresholds(store: CassandraStore, house_id: str) -> list[dict]:
+    rows = store.rows(
+        "SELECT meter, appliance, quantile, threshold_w, samples, window_days, computed_at FROM thresholds "
+        "WHERE house_id = ? LIMIT ?",
+        (house_id, ROWS_PER_DAY_LIMIT),
+    )
+    return [{"meter": r.meter, "appliance": r.appliance, "quantile": r.quantile, "threshold_w": r.threshold_w,
+             "samples": r.samples, "window_days": r.window_days, "computed_at_ts_s": ts_s(r.computed_at)}
+            for r in rows]
+
+
+def cost(store: CassandraStore, house_id: str, tz_name: str | None, start: dt.date, end: dt.date,
+         tariff: Tariff) -> dict:
+    """Cost per appliance at a time-of-use tariff from hourly energy; days without hourly rows
+    are priced from their daily kWh at the default rate and counted in estimated_days."""
+    zone = house_zone(tz_name)
+    day_list = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    meter_names: dict[int, str] = {}
+    daily_by_day: dict[dt.date, list] = defaultdict(list)
+    for row in daily_rows(store, house_id, start, end):
+        meter_names[row.meter] = MAINS if is_mains(row) else series_name(row)
+        daily_by_day[day_of(row.day)].append(row)
+    hourly = store.many(
+        "SELECT hour_start, meter, energy_kwh FROM hourly_energy WHERE house_id = ? AND day = ? LIMIT ?",
+        [(house_id, d, 24 * ROWS_PER_DAY_LIMIT + 64) for d in day_list],
+    )
+    energy_kwh: dict[str, float] = defaultdict(float)
+    cost_total: dict[str, float] = defaultdict(float)
+    by_period: dict[str, dict] = {}
+    estimated_days = 0
+    for day, rows in zip(day_list, hourly):
+        if rows:
+            for row in rows:
+                if row.energy_kwh is None:
+                    continue
+                name = meter_names.get(row.meter, f"meter {row.meter}")
+                local_hour = row.hour_start.replace(tzinfo=UTC).astimezone(zone).hour
+                period, rate = tariff.rate(local_hour)
+                energy_kwh[name] += row.energy_kwh
+                cost_total[name] += row.energy_kwh * rate
+                if name == MAINS:
+                    slot = by_period.setdefault(period, {"period": period, "rate_per_kwh": rate,
+                                                         "energy_kwh": 0.0, "cost": 0.0})
+                    slot["energy_kwh"] += row.energy_kwh
+                    slot["cost"] += row.energy_kwh * rate
+        elif daily_by_day.get(day):
+            estimated_days += 1
+            for row in daily_by_day[day]:
+                name = meter_names[row.meter]
+                energy_kwh[name] += row.energy_kwh or 0.0
+                cost_total[name] += (row.energy_kwh or 0.0) * tariff.default_rate_per_kwh
+    mains_cost = cost_total.pop(MAINS, 0.0)
+    mains_kwh = energy_kwh.pop(MAINS, 0.0)
+    circuits_cost = sum(cost_total.values())
+    appliances = [{"appliance": k, "energy_kwh": round(energy_kwh[k], 6), "cost": round(cost_total[k], 4)}
+                  for k in sorted(cost_total, key=lambda k: -cost_total[k])]
+    return {
+        "house_id": house_id, "from": start.isoformat(), "to": end.isoformat(),
+        "tariff": tariff.as_dict(),
+        "appliances": appliances,
+        "mains": {"energy_kwh": round(mains_kwh, 6), "cost": round(mains_cost, 4)},
+        "untracked": {"energy_kwh": round(max(mains_kwh - sum(energy_kwh.values()), 0.0), 6),
+                      "cost": round(max(mains_cost - circuits_cost, 0.0), 4)},
+        "by_period": [dict(v, energy_kwh=round(v["energy_kwh"], 6), cost=round(v["cost"], 4))
+                      for v in by_period.values()],
+        "estimated_days": estimated_days,
+    }
+
+
+def alert_history(store: CassandraStore, house_id: str, limit: int) -> list[dict]:
+    rows = store.rows(
+        "SELECT house_id, start_ts, alert_id, kind, meter, appliance, state, severity, threshold_w, multiplier, "
+        "peak_w, mean_w, end_ts, updated_at FROM alerts_by_house WHERE house_id = ? LIMIT ?",
+        (house_id, limit),
+    )
+    return [history_alert(r) for r in rows]
+
+
+def history_alert(r) -> dict:
+    """A Cassandra alerts_by_house row in the RethinkDB document shape."""
+    return {
+        "id": r.alert_id, "kind": r.kind, "house_id": r.house_id, "meter": r.meter, "appliance": r.appliance,
+        "threshold_w": r.threshold_w, "multiplier": r.multiplier, "peak_w": r.peak_w, "mean_w": r.mean_w,
+        "start_ts_s": ts_s(r.start_ts), "end_ts_s": ts_s(r.end_ts), "state": r.state, "severity": r.severity,
+        "updated_ts_s": ts_s(r.updated_at),
+    }
+
+
+# ---------------------------------------------------------------- appliances and zip codes
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    return statistics.quantiles(sorted_values, n=100, method="inclusive")[round(q * 100) - 1] \
+        if 0 < q < 1 else (sorted_values[0] if q == 0 else sorted_values[-1])
+
+
+def appliance_day(store: CassandraStore, appliance: str, day: dt.date, limit: int) -> dict:
+    """The distribution of one appliance's daily kWh across houses on one day."""
+    rows = store.rows(
+        "SELECT house_id, energy_kwh, share_of_mains FROM daily_energy_by_appliance "
+        "WHERE appliance = ? AND day = ? LIMIT ?",
+        (appliance, day, limit),
+    )
+    house_rows = sorted(
+        ({"house_id": r.house_id, "energy_kwh": r.energy_kwh, "share_of_mains": r.share_of_mains}
+         for r in rows if r.energy_kwh is not None),
+        key=lambda h: -h["energy_kwh"],
+    )
+    values = sorted(h["energy_kwh"] for h in house_rows)
+    stats = None
+    if values:
+        stats = {"houses": len(values), "min_kwh": values[0], "p25_kwh": round(quantile(values, 0.25), 6),
+                 "median_kwh": round(quantile(values, 0.5), 6), "p75_kwh": round(quantile(values, 0.75), 6),
+                 "max_kwh": values[-1], "mean_kwh": round(statistics.fmean(values), 6)}
+    return {"appliance": appliance, "day": day.isoformat(), "houses": house_rows, "stats": stats}
+
+
+def zip_day(store: CassandraStore, day: dt.date, limit: int) -> dict:
+    rows = store.rows("SELECT zip, energy_kwh, houses FROM daily_energy_by_zip WHERE day = ? LIMIT ?", (day, limit))
+    zips = [{"zip": r.zip, "energy_kwh": r.energy_kwh, "houses": r.houses,
+             "kwh_per_house": round(r.energy_kwh / r.houses, 6) if r.houses and r.energy_kwh is not None else None}
+            for r in rows]
+    return {"day": day.isoformat(), "zips": sorted(zips, key=lambda z: z["zip"])}
+
+
+# ---------------------------------------------------------------- power
+
+RAW_MAX_SPAN_S = 3600
+MINUTE_MAX_SPAN_S = 2 * 86400
+POWER_MAX_SPAN_S = 92 * 86400
+RAW_POINT_LIMIT = 20000
+
+
+def hour_floor(epoch_s: float) -> dt.datetime:
+    return as_utc(epoch_s - epoch_s % 3600)
+
+
+def resolution_for(span_s: float) -> str:
+    """raw up to an hour, per minute up to two days, per hour beyond."""
+    if span_s <= RAW_MAX_SPAN_S:
+        return "raw"
+    if span_s <= MINUTE_MAX_SPAN_S:
+        return "minute"
+    return "hour"
+
+
+def power(store: CassandraStore, house_id: str, meters: list[int], from_ts_s: float, to_ts_s: float) -> dict:
+    """Power of some meters over [from, to): raw, per-minute or per-hour points by the span."""
+    resolution = resolution_for(to_ts_s - from_ts_s)
+    lo, hi = as_utc(from_ts_s), as_utc(to_ts_s)
+    series = {}
+    if resolution in ("raw", "minute"):
+        hours = []
+        hour = hour_floor(from_ts_s)
+        while hour < hi:
+            hours.append(hour)
+            hour += dt.timedelta(hours=1)
+        for meter in meters:
+            if resolution == "raw":
+                results = store.many(
+                    "SELECT ts, power_w FROM recent_power WHERE house_id = ? AND meter = ? AND hour_start = ? "
+                    "AND ts >= ? AND ts < ? LIMIT ?",
+                    [(house_id, meter, h, lo, hi, RAW_POINT_LIMIT) for h in hours],
+                )
+                points = [[ts_s(r.ts), r.power_w] for rows in results for r in rows]
+            else:
+                results = store.many(
+                    "SELECT floor(ts, 1m) AS minute, avg(power_w) AS mean_w, min(power_w) AS min_w, "
+                    "max(power_w) AS max_w FROM recent_power WHERE house_id = ? AND meter = ? AND hour_start = ? "
+                    "AND ts >= ? AND ts < ? GROUP BY house_id, meter, hour_start, floor(ts, 1m) LIMIT 60",
+                    [(house_id, meter, h, lo, hi) for h in hours],
+                )
+                points = [[ts_s(r.minute), r.mean_w, r.min_w, r.max_w] for rows in results for r in rows]
+            series[str(meter)] = points[:RAW_POINT_LIMIT]
+    else:
+        # hourly_energy partitions are house-local days: read one day more on each side
+        first, last = lo.date() - dt.timedelta(days=1), hi.date() + dt.timedelta(days=1)
+        day_list = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        results = store.many(
+            "SELECT hour_start, meter, mean_w, min_w, max_w FROM hourly_energy WHERE house_id = ? AND day = ? LIMIT ?",
+            [(house_id, d, 24 * ROWS_PER_DAY_LIMIT + 64) for d in day_list],
+        )
+        wanted = set(meters)
+        for meter in meters:
+            series[str(meter)] = []
+        for rows in results:
+            for r in rows:
+                start_s = ts_s(r.hour_start)
+                if r.meter in wanted and from_ts_s <= start_s < to_ts_s:
+                    series[str(r.meter)].append([start_s, r.mean_w, r.min_w, r.max_w])
+        for points in series.values():
+            points.sort(key=lambda p: p[0])
+    return {"house_id": house_id, "resolution": resolution, "from_ts_s": from_ts_s, "to_ts_s": to_ts_s,
+            "series": series}

@@ -1,0 +1,52 @@
+"""Write PNGs of the main pages (for the README) from sample data in a separate namespace.
+
+    python -m webapp.screenshots [--out docs/screenshots] [--namespace smw_screens]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from smw import config, cql, init
+from webapp import create_app, sample
+from webapp.browser import ServerThread, chromium_driver
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(config.ROOT / "docs" / "screenshots"))
+    parser.add_argument("--namespace", default="smw_screens", help="Cassandra keyspace and RethinkDB db for the sample")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = config.load().replace(cassandra_keyspace=args.namespace, rethinkdb_db=args.namespace)
+    handle, session = cql.connect(settings, keyspace=False)
+    try:
+        cql.apply_schema(session, settings)
+        init.create_rethinkdb(settings)
+        houses = sample.seed(session, settings)
+    finally:
+        handle.shutdown()
+    pages = {"overview": "/", f"house": f"/houses/{houses[0]}", "appliance": "/appliances/refrigerator",
+             "zips": "/zips", "alerts": "/alerts", "live_power": f"/houses/{houses[0]}/live"}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    app = create_app({"SMW_SETTINGS": settings})
+    with ServerThread(app) as server:
+        driver = chromium_driver(1280, 1000)
+        try:
+            for name, path in pages.items():
+                driver.get(server.url + path)
+                time.sleep(2.0)  # charts draw after their API answers
+                target = out / f"{name}.png"
+                driver.save_screenshot(str(target))
+                print(f"wrote {target}")
+        finally:
+            driver.quit()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+// Shared helpers: every value reaches the page through textContent, never as HTML.
+"use strict";
+const SMW = (() => {
+  const palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1",
+                   "#ff9da7", "#9c755f", "#bab0ac", "#86bcb6", "#d37295", "#8cd17d", "#499894"];
+
+  function el(tag, text, cls) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    if (cls) node.className = cls;
+    return node;
+  }
+
+  function row(cells) {
+    const tr = document.createElement("tr");
+    for (const cell of cells) {
+      if (cell instanceof Node) { const td = el("td"); td.appendChild(cell); tr.appendChild(td); }
+      else if (typeof cell === "number") tr.appendChild(el("td", fmt(cell), "num"));
+      else tr.appendChild(el("td", cell === null || cell === undefined ? "–" : cell));
+    }
+    return tr;
+  }
+
+  function link(href, text) { const a = el("a", text); a.href = href; return a; }
+
+  function fmt(value, digits = 2) {
+    if (value === null || value === undefined || Number.isNaN(value)) return "–";
+    return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+  }
+
+  function pct(value) { return value === null || value === undefined ? "–" : (value * 100).toFixed(1) + " %"; }
+
+  function tsText(epochS) {
+    return epochS === null || epochS === undefined ? "" : new Date(epochS * 1000).toISOString().replace("T", " ").slice(0, 19) + "Z";
+  }
+
+  async function getJSON(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error || response.statusText);
+    return body;
+  }
+
+  function fill(tbody, rows, emptyText, columns) {
+    tbody.replaceChildren();
+    if (!rows.length) { const tr = row([emptyText]); tr.firstChild.colSpan = columns; tbody.appendChild(tr); return; }
+    for (const r of rows) tbody.appendChild(r);
+  }
+
+  function width(container) { return Math.max(320, container.clientWidth - 10); }
+
+  // A bar chart over categories (x = index) with one or more stacked series.
+  function bars(container, labels, series, opts = {}) {
+    container.replaceChildren();
+    const stacked = opts.stacked !== false;
+    const data = [labels.map((_, i) => i)];
+    const acc = labels.map(() => 0);
+    const drawn = [];
+    for (const s of series) {           // stacked: each series is drawn as the running sum
+      const values = s.values.map((v, i) => (stacked ? (acc[i] += v || 0) : v));
+      drawn.push({ label: s.label, values });
+    }
+    drawn.reverse();                      // tallest first so shorter bars paint on top
+    for (const s of drawn) data.push(s.values);
+    const barPaths = uPlot.paths.bars({ size: [0.7, 60] });
+    const colours = series.map((_, i) => palette[i % palette.length]).reverse();
+    return new uPlot({
+      width: width(container), height: opts.height || 320,
+      scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
+      axes: [{ values: (u, ticks) => ticks.map(t => labels[t] ?? ""), space: 40, size: 50 },
+             { label: opts.yLabel || "", size: 60 }],
+      legend: { show: series.length > 1 },
+      series: [{ label: opts.xLabel || "" }].concat(drawn.map((s, i) => ({
+        label: s.label, fill: colours[i], stroke: colours[i], paths: barPaths, points: { show: false } }))),
+    }, data, container);
+  }
+
+  // A time chart: x in epoch seconds, one line per series.
+  function lines(container, xs, series, opts = {}) {
+    container.replaceChildren();
+    return new uPlot({
+      width: width(container), height: opts.height || 300,
+      scales: { x: { time: true } },
+      axes: [{}, { label: opts.yLabel || "W", size: 60 }],
+      series: [{}].concat(series.map((s, i) => ({ label: s.label, stroke: palette[i % palette.length], width: 1.5, spanGaps: false }))),
+    }, [xs].concat(series.map(s => s.values)), container);
+  }
+
+  // Align several [[ts, value], ...] series on the union of their timestamps.
+  function align(seriesMap) {
+    const keys = Object.keys(seriesMap);
+    const xs = [...new Set(keys.flatMap(k => seriesMap[k].map(p => p[0])))].sort((a, b) => a - b);
+    const index = new Map(xs.map((x, i) => [x, i]));
+    const out = keys.map(k => { const v = xs.map(() => null); for (const p of seriesMap[k]) v[index.get(p[0])] = p[1]; return { label: "meter " + k, values: v }; });
+    return [xs, out];
+  }
+
+  function showError(container, error) { container.replaceChildren(el("p", error.message, "error")); }
+
+  return { el, row, link, fmt, pct, tsText, getJSON, fill, bars, lines, align, showError, palette };
+})();
