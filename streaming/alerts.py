@@ -329,6 +329,7 @@ _RULE_HELP = {
     "cooldown_s": "a run starting this soon after a close re-opens the same episode",
     "stale_close_s": "an open episode of a meter silent this long (event time) closes at its last reading",
     "critical_ratio": "severity critical when peak_w >= threshold_w x this, else warning",
+    "overshoot_on_mains": "raise overshoot alerts on mains meters too",
     "no_data_after_s": "silence (event time, against the watermark) that opens a no_data alert",
     "no_data_min_readings": "readings a meter must have sent before its silence counts",
     "new_peak_margin": "a mains reading above record x this is a new peak",
@@ -359,8 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = episodes.Rules()
     for f in fields(episodes.Rules):
         default = getattr(defaults, f.name)
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                            help=f"{_RULE_HELP[f.name]} (default {default})")
+        if isinstance(default, bool):
+            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                                default=default, help=f"{_RULE_HELP[f.name]} (default {default})")
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
+                                help=f"{_RULE_HELP[f.name]} (default {default})")
     config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master", "cassandra_hosts",
                          "cassandra_keyspace", "rethinkdb_host", "rethinkdb_port", "rethinkdb_db",
                          "spark_shuffle_partitions")

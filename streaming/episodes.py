@@ -11,7 +11,7 @@ Rules (all in `Rules`, defaults documented in docs/streaming.md):
 * overshoot: an episode opens when power > threshold_w x multiplier for at least
   `min_readings` consecutive readings or for at least `min_duration_s`; it closes
   after `clear_readings` consecutive readings below threshold_w x clear_multiplier
-  (hysteresis). A new episode that would open within `cooldown_s` of the previous
+  (hysteresis); mains meters only if `overshoot_on_mains`. A new episode that would open within `cooldown_s` of the previous
   one's end re-opens that episode (same id) instead of raising another alert.
 * no_data: a meter that has reported at least `no_data_min_readings` readings and
   then stays silent for more than `no_data_after_s` of event time (measured against
@@ -54,6 +54,7 @@ class Rules:
     cooldown_s: float = 300.0
     stale_close_s: float = 300.0
     critical_ratio: float = 3.0
+    overshoot_on_mains: bool = False
     no_data_after_s: float = 1800.0
     no_data_min_readings: int = 100
     new_peak_margin: float = 1.1
@@ -204,6 +205,9 @@ def _apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit
     ts_s = batch["ts_s"].to_numpy(dtype=np.float64)
     power_w = batch["power_w"].to_numpy(dtype=np.float64)
     threshold_w = batch["threshold_w"].to_numpy(dtype=np.float64)
+    if not rules.overshoot_on_mains:
+        # Mains carry every circuit's episodes (and new_peak covers the house as a whole).
+        threshold_w = np.where(batch["appliance"].to_numpy(dtype=object) == MAINS, np.nan, threshold_w)
     n = len(ts_s)
     starts = np.flatnonzero(np.r_[True, (house[1:] != house[:-1]) | (meter[1:] != meter[:-1])])
     ends = np.r_[starts[1:], n]

@@ -140,3 +140,10 @@ def test_state_survives_serialisation():
     outcome = detect(restored, readings([180, 50, 50], t0=T0 + 9), 0.0, RULES)
     assert [a["state"] for a in outcome.alerts] == ["open", "closed"]
     assert outcome.alerts[0]["start_ts_s"] == T0 + 3
+
+
+def test_mains_raise_overshoot_only_when_asked():
+    mains = readings([160, 170, 180, 50, 50], meter=1, appliance="mains")
+    assert run([mains])[1] == []
+    rules = Rules(**{**RULES.__dict__, "overshoot_on_mains": True})
+    assert [a["state"] for a in run([mains], rules)[1]] == ["open", "closed"]
