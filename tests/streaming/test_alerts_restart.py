@@ -56,14 +56,14 @@ def test_sigkill_then_restart_from_checkpoint_neither_duplicates_nor_loses_alert
         alert_io.produce(settings, houses)
 
     # Reference: the same rules over all readings at once, without Spark.
-    rules = episodes.Rules()
+    rules = episodes.Rules(cooldown_s=60.0)
     expected = {a["id"]: a for a in episodes.detect(episodes.MeterStates(), frame, 0.0, rules).alerts}
     assert len(expected) >= 10
 
     command = [sys.executable, "-m", "streaming.alerts", "--trigger", "1 second", "--max-offsets-per-trigger", "6",
                "--kafka-topic", topic, "--data-dir", settings.data_dir, "--spark-master", "local[2]",
                "--cassandra-keyspace", settings.cassandra_keyspace, "--rethinkdb-db", settings.rethinkdb_db,
-               "--spark-shuffle-partitions", "2"]
+               "--spark-shuffle-partitions", "2", "--cooldown-s", "60"]
     log_path = tmp_path / "alerts.log"
     with open(log_path, "wb") as log_file:
         job = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=config.ROOT,
@@ -82,7 +82,7 @@ def test_sigkill_then_restart_from_checkpoint_neither_duplicates_nor_loses_alert
     partial = alert_io.rethink_alerts(settings, house_ids)
     assert 0 < len(partial) < len(expected)  # it really was killed mid-stream
 
-    restart = subprocess.run(command + ["--once"], capture_output=True, text=True, cwd=config.ROOT, timeout=600)
+    restart = subprocess.run(command + ["--once", "--max-offsets-per-trigger", "1000"], capture_output=True, text=True, cwd=config.ROOT, timeout=600)
     assert restart.returncode == 0, restart.stdout[-3000:] + restart.stderr[-3000:]
 
     docs = alert_io.rethink_alerts(settings, house_ids)
