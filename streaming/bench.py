@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             progress = [p for p in alert_query.recentProgress
                         if window_start <= _progress_time(p) <= window_end]
             processed = sum(p.get("observedMetrics", {}).get("readings", {}).get("readings", 0) for p in progress)
-            durations = [p["batchDuration"] / 1000 for p in progress]
+            durations = [p["durationMs"].get("triggerExecution", 0) / 1000 for p in progress]
             # Let the job drain, then count what it still had to do when the window closed.
             time.sleep(5)
             later = [p for p in alert_query.recentProgress if _progress_time(p) > window_end]
