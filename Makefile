@@ -97,6 +97,20 @@ houses: init ## Register houses (time zone, zip) from HOUSES=path/to/houses.parq
 	$(PY) -m batch.houses $(HOUSES)
 
 ## ---------------------------------------------------------------- tests
+# Streaming alerts: the job, its quality evaluation and its benchmark.
+.PHONY: stream eval-alerts bench-stream
+STREAM_ARGS ?=
+EVAL_ARGS ?=
+BENCH_STREAM_ARGS ?=
+stream: init ## Raise overshoot / no-data / new-peak alerts from Kafka into RethinkDB and Cassandra (Ctrl-C stops cleanly)
+	$(SPARK_SUBMIT) streaming/alerts.py $(STREAM_ARGS)
+
+eval-alerts: init ## Alert quality on generated spikes: precision, recall, false alerts per house-day
+	$(PY) -m streaming.evaluate $(EVAL_ARGS)
+
+bench-stream: init ## Alert job: sustained readings/s and produce-to-changefeed latency p50/p95/p99 at 10k/40k/80k readings/s
+	$(PY) -m streaming.bench $(BENCH_STREAM_ARGS)
+
 .PHONY: test test-unit
 test: setup browser-deps up init ## Run the whole test suite against the local services (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
