@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="redd:PATH (a REDD tree you have) or synthetic[:K[:DAYS]] (default synthetic = 6 houses x 6 days)")
     parser.add_argument("--start-date", default=DEFAULT_START_DATE,
                         help=f"first local day of every house, YYYY-MM-DD (default {DEFAULT_START_DATE})")
+    parser.add_argument("--period-s", type=float,
+                        help="one reading per channel and period: the mean power over it, like meters that "
+                             "report once a minute (default: the source's own rates)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-v", "--verbose", action="store_true", help="log source details")
     return parser
@@ -44,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.houses < 1 or args.days < 1:
         print("--houses and --days must be at least 1", file=sys.stderr)
         return 2
+    if args.period_s is not None and args.period_s <= 0:
+        print("--period-s must be positive", file=sys.stderr)
+        return 2
     config = GeneratorConfig(houses=args.houses, days=args.days, seed=args.seed,
                              spikes_per_house_day=args.spikes_per_house_day,
-                             start_date=args.start_date, source=args.source)
+                             start_date=args.start_date, source=args.source, period_s=args.period_s)
     started = time.perf_counter()
     try:
         summary = generate(config, args.out, args.format, progress=not args.no_progress)

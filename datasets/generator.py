@@ -317,6 +317,28 @@ class GeneratorConfig:
     spikes_per_house_day: float = 0.5
     start_date: str = DEFAULT_START_DATE
     source: str = "synthetic"
+    period_s: float | None = None  # None: the source's own sample periods; else one mean per period
+
+
+def resample(ts_s: np.ndarray, power_w: np.ndarray, channel: np.ndarray, origin_s: float, period_s: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One reading per (channel, period) that has readings: the mean power, stamped at the period's start.
+
+    Periods are aligned on `origin_s`; a period without readings stays empty, so gaps stay
+    gaps. Output rows are sorted by time, then channel, as house-days are.
+    """
+    if period_s <= 0:
+        raise ValueError("period_s must be positive")
+    if len(ts_s) == 0:
+        return ts_s, power_w, channel
+    slot = np.floor((ts_s - origin_s) / period_s).astype(np.int64)
+    n_channels = int(channel.max()) + 1
+    key = (slot - slot.min()) * n_channels + channel
+    unique, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    mean_w = np.bincount(inverse, weights=power_w) / counts
+    out_channel = (unique % n_channels).astype(channel.dtype)
+    out_ts = origin_s + (unique // n_channels + slot.min()) * period_s
+    return out_ts.astype(np.float64), mean_w, out_channel
 
 
 class Generator:
@@ -354,7 +376,11 @@ class Generator:
         ts_s = source_day.ts_rel_s.astype(np.float64) + self.day_start_ts_s(plan, day)
         power_w = source_day.power_w * factors[source_day.channel]
         spikes = self._inject_spikes(plan, day, source, source_day, ts_s, power_w)
-        return HouseDay(plan, day, ts_s, power_w, source_day.channel, spikes)
+        channel = source_day.channel
+        if self.config.period_s:
+            ts_s, power_w, channel = resample(ts_s, power_w, channel, self.day_start_ts_s(plan, day),
+                                              self.config.period_s)
+        return HouseDay(plan, day, ts_s, power_w, channel, spikes)
 
     def _inject_spikes(self, plan: HousePlan, day: int, source: SourceHouse, source_day: SourceDay,
                        ts_s: np.ndarray, power_w: np.ndarray) -> list[Spike]:

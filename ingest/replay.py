@@ -5,12 +5,14 @@
     python -m ingest.replay --source redd:/data/redd/low_freq --speed 1  # real time
 
 --speed 1 is real time, 60 is a minute per second, 0 (default) as fast as the broker
-takes it. Ctrl-C stops after flushing what was sent. Prints a progress bar and a
+takes it. A paced synthetic replay interleaves its houses in event time, as live meters
+would send; `--start-date today --from-now` joins today's generated day at the present. Ctrl-C stops after flushing what was sent. Prints a progress bar and a
 summary; rows that cannot be published go to a JSON-lines quarantine file.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import signal
 import sys
@@ -19,6 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
@@ -55,12 +58,60 @@ def generated_batches(houses: int, days: int, seed: int = 0, batch_rows: int = 2
         yield from source.to_table(house_day, dictionary=True).to_batches(max_chunksize=batch_rows)
 
 
-def source_batches(spec: str, houses: int, days: int, seed: int, spikes_per_house_day: float
-                   ) -> tuple[Iterator[pa.RecordBatch], int | None]:
+def generated_in_time_order(houses: int, days: int, seed: int = 0, window_s: float = 60.0,
+                            not_before_ts_s: float | None = None, **options) -> Iterator[pa.RecordBatch]:
+    """Generated houses interleaved in event time, as live meters would send them (paced replays).
+
+    All houses are generated first (a day of 50 REDD-rate houses is ~1 GB; use
+    `period_s` for more), then each `window_s` of event time yields one slice per
+    house, so readings go out in time order to within a window. Readings before
+    `not_before_ts_s` are skipped (a live day joined in the middle).
+    """
+    from datasets import generator
+
+    source = generator.Generator(generator.GeneratorConfig(houses, days, seed, **options))
+    tables, times = [], []
+    for plan in source.plans:
+        parts = [source.to_table(source.house_day(plan, day), dictionary=True) for day in range(days)]
+        table = pa.concat_tables(parts).combine_chunks()
+        ts_s = table.column("ts_s").to_numpy()
+        if not_before_ts_s is not None:
+            first = int(np.searchsorted(ts_s, not_before_ts_s))
+            table, ts_s = table.slice(first), ts_s[first:]
+        if len(ts_s):
+            tables.append(table)
+            times.append(ts_s)
+    if not tables:
+        return
+    start = min(float(t[0]) for t in times)
+    end = max(float(t[-1]) for t in times)
+    offsets = [0] * len(tables)
+    edge = start + window_s
+    while offsets and edge <= end + window_s:
+        for i, (table, ts_s) in enumerate(zip(tables, times)):
+            stop = int(np.searchsorted(ts_s, edge))
+            if stop > offsets[i]:
+                yield from table.slice(offsets[i], stop - offsets[i]).to_batches()
+                offsets[i] = stop
+        edge += window_s
+
+
+def source_batches(spec: str, houses: int, days: int, seed: int, spikes_per_house_day: float,
+                   speed: float = 0.0, start_date: str | None = None, period_s: float | None = None,
+                   not_before_ts_s: float | None = None) -> tuple[Iterator[pa.RecordBatch], int | None]:
     """(batches, readings if known) for a --source spec."""
     kind, _, arg = spec.partition(":")
     if kind == "synthetic":
-        return generated_batches(houses, days, seed, spikes_per_house_day=spikes_per_house_day), None
+        options = {"spikes_per_house_day": spikes_per_house_day, "period_s": period_s}
+        if start_date:
+            options["start_date"] = start_date
+        if speed > 0 or not_before_ts_s is not None:
+            # Paced: interleave houses so that every house is live at once.
+            return generated_in_time_order(houses, days, seed, window_s=max(1.0, speed),
+                                           not_before_ts_s=not_before_ts_s, **options), None
+        return generated_batches(houses, days, seed, **options), None
+    if start_date or period_s or not_before_ts_s is not None:
+        raise ValueError("--start-date, --period-s and --from-now apply to --source synthetic only")
     if kind == "parquet":
         total = pads.dataset(arg, format="parquet", partitioning="hive").count_rows()
         return parquet_batches(arg), total
@@ -79,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=1, help="synthetic: days (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: seed (default 0)")
     parser.add_argument("--spikes-per-house-day", type=float, default=0.5, help="synthetic: spikes (default 0.5)")
+    parser.add_argument("--start-date", help="synthetic: first local day, YYYY-MM-DD or 'today' (default 2024-04-01)")
+    parser.add_argument("--period-s", type=float,
+                        help="synthetic: one mean reading per channel and period (default: REDD rates)")
+    parser.add_argument("--from-now", action="store_true",
+                        help="synthetic: skip readings before the current time (join a live day in the middle)")
     parser.add_argument("--speed", type=float, default=0.0,
                         help="1 = real time, 60 = accelerated 60x, 0 = as fast as possible (default)")
     parser.add_argument("--readings-per-message", type=int, default=producing.DEFAULT_READINGS_PER_MESSAGE,
@@ -95,7 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.readings_per_message < 1 or args.lanes < 1 or args.speed < 0:
         parser.error("--readings-per-message and --lanes must be at least 1, --speed at least 0")
     try:
-        batches, total = source_batches(args.source, args.houses, args.days, args.seed, args.spikes_per_house_day)
+        start_date = dt.date.today().isoformat() if args.start_date == "today" else args.start_date
+        if start_date:
+            dt.date.fromisoformat(start_date)
+        if args.period_s is not None and args.period_s <= 0:
+            raise ValueError("--period-s must be positive")
+        batches, total = source_batches(args.source, args.houses, args.days, args.seed, args.spikes_per_house_day,
+                                        speed=args.speed, start_date=start_date, period_s=args.period_s,
+                                        not_before_ts_s=time.time() if args.from_now else None)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
 

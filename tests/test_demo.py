@@ -1,0 +1,162 @@
+"""End to end at a tiny scale: `python -m smw.demo start`, then check every layer's output.
+
+generate -> Kafka -> landing -> nightly batch -> Cassandra equals the DuckDB reference
+computed from the generated history; the live day's injected spikes raise alerts that
+reach RethinkDB and the web app's SSE stream; the dashboard answers with data; `stop`
+leaves none of the demo's processes behind.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from datasets import generator
+from smw import cql, rethink
+from smw.demo import JOBS, Job
+
+pytestmark = pytest.mark.integration
+
+NAMESPACE = "smw_e2e"
+HOUSES, DAYS, PERIOD_S, SEED = 3, 2, 60.0, 7
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, kafka_ready, cassandra_session, rethinkdb_ready):
+    home = tmp_path_factory.mktemp("demo")
+    port = free_port()
+    topic = f"smw-e2e-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, CASSANDRA_KEYSPACE=NAMESPACE, RETHINKDB_DB=NAMESPACE)
+    command = [sys.executable, "-m", "smw.demo", "--home", str(home), "start", "--houses", str(HOUSES),
+               "--days", str(DAYS), "--period-s", str(PERIOD_S), "--seed", str(SEED), "--speed", "60",
+               "--live-spikes", "96", "--port", str(port), "--topic", topic, "--alert-timeout-s", "240"]
+    started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    info = {"home": home, "port": port, "url": f"http://127.0.0.1:{port}", "topic": topic, "env": env,
+            "output": started.stdout + started.stderr, "returncode": started.returncode}
+    try:
+        yield info
+    finally:
+        subprocess.run([sys.executable, "-m", "smw.demo", "--home", str(home), "stop"], env=env, timeout=120)
+        from kafka import KafkaAdminClient
+
+        admin = KafkaAdminClient(bootstrap_servers=kafka_ready.kafka_bootstrap_list)
+        try:
+            admin.delete_topics([topic])
+        finally:
+            admin.close()
+
+
+@pytest.fixture(scope="module")
+def e2e_settings(settings):
+    return settings.replace(cassandra_keyspace=NAMESPACE, rethinkdb_db=NAMESPACE)
+
+
+def get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, response.read()
+
+
+def test_demo_starts_and_prints_where_to_look(demo):
+    assert demo["returncode"] == 0, demo["output"][-3000:]
+    assert demo["url"] in demo["output"]
+    for name in JOBS:
+        assert Job(demo["home"], name).pid() is not None, f"{name} is not running"
+
+
+def test_daily_kwh_in_cassandra_equal_the_reference(demo, e2e_settings):
+    from batch import reference
+
+    assert demo["returncode"] == 0, demo["output"][-3000:]
+    history = demo["home"] / "history"
+    first = dt.date.today() - dt.timedelta(days=DAYS)
+    last = dt.date.today() - dt.timedelta(days=1)
+    expected = reference.daily_energy(reference.connect(), str(history / "readings"), str(history / "houses.parquet"),
+                                      first, last, mains_cap_s=1.5 * PERIOD_S, circuit_cap_s=1.5 * PERIOD_S)
+    assert len(expected) > HOUSES * DAYS * 5
+    handle, session = cql.connect(e2e_settings)
+    try:
+        statement = session.prepare("SELECT energy_kwh FROM daily_energy_by_house WHERE house_id = ? AND day = ? "
+                                    "AND meter = ?")
+        for house_id, meter, day, energy_kwh, _samples in expected:
+            rows = list(session.execute(statement, (house_id, day, meter)))
+            assert rows, f"no daily kWh for {house_id} meter {meter} on {day}"
+            assert rows[0].energy_kwh == pytest.approx(energy_kwh, rel=1e-9, abs=1e-12)
+    finally:
+        handle.shutdown()
+
+
+def live_spikes(not_before_ts_s: float) -> list:
+    """Ground truth of today's replayed spikes (the demo's live day, regenerated)."""
+    source = generator.Generator(generator.GeneratorConfig(HOUSES, 1, SEED, spikes_per_house_day=96,
+                                                           start_date=dt.date.today().isoformat(), period_s=PERIOD_S))
+    return [s for plan in source.plans for s in source.house_day(plan, 0).spikes
+            if s.start_ts_s + s.duration_s >= not_before_ts_s - 3600]
+
+
+def test_injected_spikes_raise_alerts_in_rethinkdb_and_on_the_sse_stream(demo, e2e_settings):
+    assert demo["returncode"] == 0, demo["output"][-3000:]
+    with rethink.connection(e2e_settings) as conn:
+        alerts = list(rethink.r.db(NAMESPACE).table("alerts").filter({"kind": "overshoot"}).run(conn))
+    assert alerts
+    earliest = min(a["start_ts_s"] for a in alerts)
+    spikes = live_spikes(earliest)
+    matched = [a for a in alerts if any(
+        s.house_id == a["house_id"] and s.meter == a["meter"]
+        and a["start_ts_s"] <= s.start_ts_s + s.duration_s + PERIOD_S
+        and (a["end_ts_s"] or a["start_ts_s"]) >= s.start_ts_s - PERIOD_S for s in spikes)]
+    assert matched, f"none of {len(alerts)} alerts is on an injected spike"
+
+    alert = matched[0]
+    url = f"{demo['url']}/alerts/stream?house_id={alert['house_id']}"
+    seen = set()
+    with urllib.request.urlopen(url, timeout=30) as stream:
+        for raw in stream:
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                seen.add(json.loads(line[6:])["id"])
+            if line == ": ready" or alert["id"] in seen:
+                break
+    assert alert["id"] in seen
+
+
+def test_dashboard_pages_answer_with_data(demo):
+    assert demo["returncode"] == 0, demo["output"][-3000:]
+    status, body = get(f"{demo['url']}/api/overview")
+    overview = json.loads(body)
+    assert status == 200 and len(overview["houses"]) == HOUSES
+    assert all(h["mains_kwh"] and h["mains_kwh"] > 0 for h in overview["houses"])
+    house_id = overview["houses"][0]["house_id"]
+    first = (dt.date.today() - dt.timedelta(days=DAYS)).isoformat()
+    last = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+    status, body = get(f"{demo['url']}/api/houses/{house_id}/daily?from={first}&to={last}")
+    assert status == 200 and json.loads(body)["days"]
+    for path in ("/", f"/houses/{house_id}", "/alerts", "/zips", f"/appliances/refrigerator"):
+        status, body = get(demo["url"] + path)
+        assert status == 200 and b"<html" in body.lower()
+
+
+def test_stop_leaves_no_process_behind(demo):
+    pids = [Job(demo["home"], name).pid() for name in JOBS]
+    subprocess.run([sys.executable, "-m", "smw.demo", "--home", str(demo["home"]), "stop"], env=demo["env"],
+                   check=True, timeout=120)
+    for name in JOBS:
+        assert Job(demo["home"], name).pid() is None
+    for pid in pids:
+        if pid is not None:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", demo["port"])) != 0, "the web port still answers"
