@@ -159,7 +159,7 @@ bench-web: init ## House daily-kWh API p50/p99 under 50 clients; one alert to 20
 ## ---------------------------------------------------------------- demo
 .PHONY: demo demo-stop demo-status
 DEMO_ARGS ?=
-demo: setup up ## The whole pipeline: history, nightly batch, live alerts and dashboard on 127.0.0.1:8000 (DEMO_ARGS="--houses 50 --days 14 --speed 30")
+demo: setup ## The whole pipeline: services, history, nightly batch, live alerts and dashboard on 127.0.0.1:8000 (DEMO_ARGS="--houses 50 --days 14 --speed 60")
 	$(PY) -m smw.demo start $(DEMO_ARGS)
 
 demo-status: ## Which demo processes are running

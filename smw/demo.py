@@ -1,20 +1,20 @@
 """The whole lambda pipeline on one machine: history, nightly batch, live alerts, dashboard.
 
-    python -m smw.demo start [--houses 50] [--days 14] [--speed 30] [--port 8000]
+    python -m smw.demo start [--houses 50] [--days 14] [--speed 60] [--port 8000]
     python -m smw.demo status
     python -m smw.demo stop
 
-`make demo` runs `make setup up` and then `start`, which:
+`make demo` runs `make setup` and then `start`, which:
 
-1. generates `--days` days of history for `--houses` REDD-derived houses, ending
+1. starts the local services (`make up`) and meanwhile generates `--days` days of history for `--houses` REDD-derived houses, ending
    yesterday, at one mean reading per channel and `--period-s` (like meters that
    report once a minute; the REDD rates would be ~0.7 M readings per house-day);
 2. starts the landing job and replays the history through Kafka into the raw zone,
    waiting until every reading has landed;
-3. registers the houses and runs the nightly batch over those days (daily kWh,
-   rollups, thresholds into Cassandra);
-4. starts the alert job and the web app, then replays today, from the present,
-   at `--speed` x real time with injected spikes, and waits for the first alert.
+3. starts the alert job and the web app, registers the houses and runs the nightly
+   batch over those days (daily kWh, rollups, thresholds into Cassandra);
+4. replays today, from the present, at `--speed` x real time with injected spikes,
+   and waits for the first alert.
 
 Everything runs in the background with logs and pid files under var/demo/; `stop`
 stops exactly those processes (by pid). The local services are left to `make down`.
@@ -179,13 +179,27 @@ class Demo:
         raise DemoError(f"no {what} after {timeout_s:.0f} s; see the logs in {self.home / 'logs'}")
 
     # ------------------------------------------------------------------ steps
-    def reset(self) -> None:
-        """A fresh demo: no old raw zone or checkpoints, and an empty demo topic."""
+    def clean(self) -> None:
+        """A fresh demo: no old history, raw zone, checkpoints or logs."""
         for name in JOBS:
             if self.job(name).pid() is not None:
                 raise DemoError(f"a demo is running ({name}); `make demo-stop` first")
         for sub in ("data", "history", "logs"):
             shutil.rmtree(self.home / sub, ignore_errors=True)
+
+    def services_up(self) -> subprocess.Popen:
+        """`python -m smw.services up` in the background (idempotent); the history is generated meanwhile."""
+        log_file = self.home / "logs" / "services.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as out:
+            return subprocess.Popen(self.python("smw.services", "up"), stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=config.ROOT, env=self.env)
+
+    def init(self, services: subprocess.Popen) -> None:
+        """Wait for the services, empty the demo topic, create topics, tables and indexes."""
+        if services.wait() != 0:
+            tail = "\n".join((self.home / "logs" / "services.log").read_text(errors="replace").splitlines()[-30:])
+            raise DemoError(f"the local services did not start:\n{tail}")
         from kafka.admin import KafkaAdminClient
         from kafka.errors import UnknownTopicOrPartitionError
 
@@ -212,9 +226,12 @@ class Demo:
         manifest = json.loads((self.home / "history" / "manifest.json").read_text())
         return int(manifest["summary"]["readings"])
 
-    def land_history(self, readings: int) -> None:
-        self.say("starting the landing job; replaying the history through Kafka")
+    def start_landing(self) -> None:
+        self.say("starting the landing job")
         self.job("land").start(self.spark_submit("ingest/land.py", "--trigger", "5 seconds"), self.env)
+
+    def land_history(self, readings: int) -> None:
+        self.say("replaying the history through Kafka")
         self.run("replay-history", self.python("ingest.replay", "--source",
                                                f"parquet:{self.home / 'history' / 'readings'}", "--no-progress"))
         self.say(f"{readings:,} readings in Kafka; waiting until all have landed in the raw zone")
@@ -228,12 +245,15 @@ class Demo:
                                               "--to", (self.today - dt.timedelta(days=1)).isoformat(),
                                               "--mains-cap-s", cap, "--circuit-cap-s", cap))
 
-    def live(self) -> dict:
+    def start_live_jobs(self) -> None:
+        """The alert job and the web app start while the nightly batch runs; the alert job
+        re-reads the thresholds every 15 s, so it picks up the nightly's as soon as they land."""
         self.say("starting the alert job and the web app")
         self.job("alerts").start(self.spark_submit(
-            "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "60"),
-            self.env)
+            "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "15"), self.env)
         self.job("web").start(self.python("webapp", "--port", str(self.args.port)), self.env)
+
+    def live(self) -> dict:
         url = f"http://127.0.0.1:{self.args.port}"
         self.wait_for("web app", lambda: http_ok(url + "/api/houses"), 60, jobs=("web",))
         self.wait_for("alert job", lambda: " started (id " in self.job("alerts").tail(200), 180, jobs=("alerts",))
@@ -287,9 +307,13 @@ def first_alert(settings: config.Settings, since_ts_s: float) -> dict | None:
 def start(args: argparse.Namespace) -> int:
     demo = Demo(args)
     try:
-        demo.reset()
+        demo.clean()
+        services = demo.services_up()
         readings = demo.generate()
+        demo.init(services)
+        demo.start_landing()
         demo.land_history(readings)
+        demo.start_live_jobs()
         demo.nightly()
         alert = demo.live()
     except (DemoError, OSError) as exc:
@@ -339,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--houses", type=int, default=50, help="houses (default 50)")
     run.add_argument("--days", type=int, default=14, help="days of history ending yesterday (default 14)")
     run.add_argument("--period-s", type=float, default=60.0, help="seconds between a meter's readings (default 60)")
-    run.add_argument("--speed", type=float, default=30.0, help="live replay speed, x real time (default 30)")
+    run.add_argument("--speed", type=float, default=60.0, help="live replay speed, x real time (default 60)")
     run.add_argument("--live-spikes", type=float, default=4.0, help="injected spikes per house-day today (default 4)")
     run.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     run.add_argument("--port", type=int, default=int(os.environ.get("SMW_WEB_PORT", "8000")),
