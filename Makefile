@@ -124,7 +124,8 @@ test-unit: setup ## Run only the tests that need no service
 BENCH_INGEST_ARGS ?=
 BENCH_LAND_ARGS ?=
 BENCH_BATCH_ARGS ?=
-bench: bench-generate bench-ingest bench-land bench-batch bench-web ## Run every benchmark
+bench: init kcat browser-deps ## Run every benchmark, one at a time, into one results page (docs/benchmarks.md)
+	$(PY) -m smw.benchreport bench-generate bench-ingest bench-land bench-batch bench-stream bench-web
 
 bench-generate: setup ## Generator readings/s, MB/s and peak RSS at 10M and 100M readings to Parquet
 	$(PY) -m datasets.bench

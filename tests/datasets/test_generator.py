@@ -204,3 +204,31 @@ def test_a_source_without_clean_days_is_a_clear_error(tmp_path):
     (house_dir / "channel_1.dat").write_text("1303102800 5\n1303110000 5\n")
     with pytest.raises(ValueError, match="no house with a clean day"):
         gen.load_sources(f"redd:{tmp_path}", SEED)
+
+
+def test_resample_keeps_energy_gaps_and_order():
+    from datasets.generator import resample
+
+    ts = np.array([0.0, 1.0, 2.0, 3.0, 0.5, 1.5, 130.0, 131.0])
+    channel = np.array([0, 0, 0, 0, 1, 1, 0, 0], dtype=np.int32)
+    power = np.array([10.0, 20.0, 30.0, 40.0, 5.0, 7.0, 100.0, 200.0])
+    order = np.lexsort((channel, ts))
+    out_ts, out_power, out_channel = resample(ts[order], power[order], channel[order], 0.0, 60.0)
+    # (0 s, ch 0), (0 s, ch 1), (120 s, ch 0): the empty minute 60-120 s stays a gap
+    assert out_ts.tolist() == [0.0, 0.0, 120.0]
+    assert out_channel.tolist() == [0, 1, 0]
+    assert out_power.tolist() == [25.0, 6.0, 150.0]
+
+
+def test_period_applies_to_every_house_day_and_keeps_spikes_visible():
+    from datasets.generator import Generator, GeneratorConfig
+
+    fine = Generator(GeneratorConfig(houses=1, days=1, seed=3, spikes_per_house_day=3))
+    coarse = Generator(GeneratorConfig(houses=1, days=1, seed=3, spikes_per_house_day=3, period_s=60.0))
+    a, b = fine.house_day(fine.plans[0], 0), coarse.house_day(coarse.plans[0], 0)
+    assert len(b.ts_s) < len(a.ts_s) / 10
+    assert np.all(np.diff(b.ts_s) >= 0)
+    # the whole-day mean power per channel is about the same (means of equal-length periods)
+    for ch in np.unique(a.channel):
+        assert b.power_w[b.channel == ch].mean() == pytest.approx(a.power_w[a.channel == ch].mean(), rel=0.05)
+    assert [s.spike_id for s in a.spikes] == [s.spike_id for s in b.spikes]

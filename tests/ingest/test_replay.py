@@ -98,3 +98,32 @@ def test_ctrl_c_stops_a_paced_replay_and_flushes_what_was_sent(kafka_ready, topi
     sent = int(out.split(" readings in ")[0].replace(",", ""))
     assert 0 < sent < 2000
     assert consumed_readings(kafka_ready, topic) == sent  # every reading reported sent was delivered
+
+
+def test_paced_synthetic_replay_interleaves_houses_in_event_time():
+    batches, _ = replay.source_batches("synthetic", 3, 1, 5, 0.5, speed=60.0, period_s=60.0)
+    houses, ts = [], []
+    for batch in batches:
+        houses += batch.column("house_id").to_pylist()
+        ts += batch.column("ts_s").to_pylist()
+    assert len(set(houses)) == 3
+    # in time order to within one window (max(1, speed) = 60 s), not house after house
+    assert all(later >= earlier - 60.0 for earlier, later in zip(ts, ts[1:]))
+    switches = sum(1 for a, b in zip(houses, houses[1:]) if a != b)
+    assert switches > 100  # house after house would switch twice
+
+
+def test_from_now_skips_what_is_already_past():
+    import datetime as dt
+
+    now = time.time()
+    batches, _ = replay.source_batches("synthetic", 2, 1, 5, 0.5, speed=10.0, period_s=60.0,
+                                       start_date=dt.date.fromtimestamp(now - 86400 / 2).isoformat(),
+                                       not_before_ts_s=now)
+    ts = [t for b in batches for t in b.column("ts_s").to_pylist()]
+    assert ts and min(ts) >= now
+
+
+def test_generator_options_are_refused_for_other_sources():
+    with pytest.raises(ValueError, match="synthetic only"):
+        replay.source_batches("parquet:/x", 1, 1, 0, 0.0, period_s=60.0)
