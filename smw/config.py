@@ -86,6 +86,10 @@ class Settings:
     def kafka_port(self) -> int:
         return int(self.kafka_bootstrap_list[0].rsplit(":", 1)[1])
 
+    def environ(self) -> dict[str, str]:
+        """These settings as environment variables, for a child process to `load()` them back."""
+        return {f.metadata["env"]: getattr(self, f.name) for f in fields(self)}
+
     def replace(self, **changes: str) -> "Settings":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

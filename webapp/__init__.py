@@ -58,3 +58,16 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(alerts.bp)
     app.register_blueprint(pulse.bp)
     return app
+
+
+def stop_streams(app: Flask) -> None:
+    """Stop the alert feed, which ends every SSE stream (a server shutting down waits for them)."""
+    hub = app.extensions.get("smw_alert_hub")
+    if hub is not None:
+        hub.stop()
+
+
+def shutdown(app: Flask) -> None:
+    """Release the app's process-wide resources: the alert feed and the Cassandra session."""
+    stop_streams(app)
+    app.extensions["smw_cassandra"].shutdown()

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 
 from waitress import serve
 
-from webapp import create_app
+from webapp import create_app, shutdown, stop_streams
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,9 +27,24 @@ def main(argv: list[str] | None = None) -> None:
                         help="worker threads: concurrent requests plus open SSE streams (env SMW_WEB_THREADS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger(__name__).info("serving on http://%s:%d with %d threads", args.host, args.port, args.threads)
-    serve(create_app(), host=args.host, port=args.port, threads=args.threads, connection_limit=max(100, args.threads * 2),
-          channel_timeout=300, ident="smw")
+    log.info("serving on http://%s:%d with %d threads", args.host, args.port, args.threads)
+    app = create_app()
+
+    def stop(signum, _frame) -> None:
+        # On SystemExit waitress waits (up to 5 s) for its threads before serve() returns:
+        # end the SSE streams first, so that they finish at once.
+        log.info("signal %d: stopping", signum)
+        stop_streams(app)
+        raise SystemExit(0)
+
+    # SIGTERM (a service manager, or a test stopping its server) and Ctrl-C end the process cleanly.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        serve(app, host=args.host, port=args.port, threads=args.threads, connection_limit=max(100, args.threads * 2),
+              channel_timeout=300, ident="smw")
+    finally:
+        shutdown(app)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def changed_since(conn, store, since_ts_s: float, house_id: str | None, house_li
 class Subscriber:
     """One live-feed client: a bounded queue of alerts, optionally for one house."""
 
-    OVERFLOW = object()
+    OVERFLOW = object()  # the client fell behind: end its stream
+    CLOSED = object()  # the hub stopped: end its stream
 
     def __init__(self, house_id: str | None, size: int = 1000):
         self.house_id = house_id
@@ -96,16 +97,25 @@ class Subscriber:
             self.queue.put_nowait(alert)
         except queue.Full:
             # a client too slow to keep up is dropped; it reconnects and resumes with Last-Event-ID
-            self.overflowed = True
+            self._end_with(self.OVERFLOW)
+
+    def close(self) -> None:
+        """Wake the stream and end it after what it already holds is dropped."""
+        self._end_with(self.CLOSED)
+
+    def _end_with(self, marker) -> None:
+        self.overflowed = True
+        with self.queue.mutex:
             self.queue.queue.clear()
-            self.queue.put_nowait(self.OVERFLOW)
+        self.queue.put_nowait(marker)
 
 
 class AlertHub:
     """One RethinkDB changefeed per process, fanned out to subscriber queues.
 
     The feed is a plain `table.changes()` (reqlite supports no filtered or ordered
-    changefeeds); subscribers filter by house themselves."""
+    changefeeds); subscribers filter by house themselves. `stop()` is final: it closes
+    every subscriber, so SSE streams end and the server's threads can finish."""
 
     def __init__(self, settings, retry_s: float = 1.0):
         self._settings = settings
@@ -121,9 +131,11 @@ class AlertHub:
         """A new subscriber; waits until the changefeed is open so nothing after this call is missed."""
         subscriber = Subscriber(house_id)
         with self._lock:
+            if self._stopping.is_set():
+                subscriber.close()
+                return subscriber
             self._subscribers.add(subscriber)
             if self._thread is None or not self._thread.is_alive():
-                self._stopping.clear()
                 self._thread = threading.Thread(target=self._run, name="alert-changefeed", daemon=True)
                 self._thread.start()
         if not self.ready.wait(wait_s):
@@ -140,7 +152,11 @@ class AlertHub:
             return len(self._subscribers)
 
     def stop(self) -> None:
-        self._stopping.set()
+        with self._lock:
+            self._stopping.set()
+            subscribers, self._subscribers = self._subscribers, set()
+        for subscriber in subscribers:
+            subscriber.close()
         conn = self._conn
         if conn is not None:
             try:

@@ -86,6 +86,8 @@ def stream():
                 if alert is Subscriber.OVERFLOW:
                     log.warning("live alert client too slow; closing its stream")
                     return
+                if alert is Subscriber.CLOSED:
+                    return  # the server is shutting down; the browser reconnects with Last-Event-ID
                 if alert["id"] in sent and sent[alert["id"]] >= updated_key(alert):
                     continue  # already sent by the initial state
                 sent[alert["id"]] = updated_key(alert)

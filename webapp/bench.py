@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 from smw import config, cql, init, rethink
-from webapp import create_app, sample
-from webapp.browser import ServerThread
+from webapp import sample
+from webapp.server import ServerProcess
 
 
 def percentile(values, q):
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         houses = sample.seed(session, settings, houses=4, days=30)
     finally:
         handle.shutdown()
-    app = create_app({"SMW_SETTINGS": settings})
-    with ServerThread(app, threads=args.clients + args.subscribers + 16) as server:
+    with ServerProcess(settings, threads=args.clients + args.subscribers + 16) as server:
         api_latency(server.url, houses[0], args.clients, args.clients * 4)  # warm-up: connections, prepares
         started = time.perf_counter()
         times = api_latency(server.url, houses[0], args.clients, args.requests)
@@ -112,7 +111,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"one alert to {args.subscribers} SSE subscribers: delivered to {len(delays)}; "
               f"first {min(delays) * 1000:.0f} ms, median {statistics.median(delays) * 1000:.0f} ms, "
               f"last {max(delays) * 1000:.0f} ms  (goal: all within 1000 ms)")
-        app.extensions["smw_alert_hub"].stop()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from smw import config, cql, init
-from webapp import create_app, sample
-from webapp.browser import ServerThread, chromium_driver
+from webapp import sample
+from webapp.browser import chromium_driver
+from webapp.server import ServerProcess
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ def main(argv: list[str] | None = None) -> None:
              "zips": "/zips", "alerts": "/alerts", "live_power": f"/houses/{houses[0]}/live"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    app = create_app({"SMW_SETTINGS": settings})
-    with ServerThread(app) as server:
+    with ServerProcess(settings) as server:
         driver = chromium_driver(1280, 1000)
         try:
             for name, path in pages.items():

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from smw import rethink
-from webapp import create_app
+from webapp import create_app, shutdown
 from webapp.alert_store import normalise
 
 
@@ -19,10 +19,7 @@ from webapp.alert_store import normalise
 def app(settings, cassandra_session, rethinkdb_ready):
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "BLIP_TIMEOUT_S": 0.3, "SSE_HEARTBEAT_S": 0.5})
     yield app
-    hub = app.extensions.get("smw_alert_hub")
-    if hub is not None:
-        hub.stop()
-    app.extensions["smw_cassandra"].shutdown()
+    shutdown(app)
 
 
 @pytest.fixture

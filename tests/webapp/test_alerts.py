@@ -133,3 +133,13 @@ def test_alert_list_api(client, house_id, insert_alert):
     assert [a["id"] for a in body["alerts"]] == [closed["id"], opened["id"]]
     assert [a["id"] for a in client.get(f"/api/alerts?house_id={house_id}&state=open").get_json()["alerts"]] == [opened["id"]]
     assert client.get("/api/alerts?state=maybe").status_code == 400
+
+
+def test_streams_end_when_the_hub_stops(app, client, house_id):
+    stream, events = open_stream(client, f"/alerts/stream?house_id={house_id}")
+    wait_for(events, lambda kind, value: kind == "comment" and value == "ready", 5)
+    app.extensions["smw_alert_hub"].stop()
+    stream.thread.join(2)  # well before the next heartbeat would have been the only thing to come
+    assert not stream.thread.is_alive()
+    late = client.get(f"/alerts/stream?house_id={house_id}", buffered=False)
+    assert b": ready" in b"".join(late.response)  # a stream opened after the stop ends after its initial state

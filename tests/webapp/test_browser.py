@@ -4,17 +4,18 @@ import time
 import pytest
 
 from tests.webapp.conftest import make_alert
-from webapp.browser import ServerThread, chromium_driver
+from webapp.browser import browser_processes, chromium_driver, still_running
+from webapp.server import ServerProcess
 
 pytestmark = pytest.mark.integration
 
 
-def test_alerts_page_shows_an_inserted_alert_without_reload(app, house_id, insert_alert):
+def test_alerts_page_shows_an_inserted_alert_without_reload(settings, rethinkdb_ready, house_id, insert_alert):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    with ServerThread(app) as server:
+    with ServerProcess(settings, {"SSE_HEARTBEAT_S": 0.5}) as server:
         driver = chromium_driver()
         try:
             driver.get(f"{server.url}/alerts?house_id={house_id}")
@@ -30,4 +31,7 @@ def test_alerts_page_shows_an_inserted_alert_without_reload(app, house_id, inser
             WebDriverWait(driver, 5).until(lambda d: "closed" in d.find_element(
                 By.CSS_SELECTOR, f'tr[data-alert-id="{alert["id"]}"]').text)
         finally:
+            processes = browser_processes(driver)
             driver.quit()
+    assert len(processes) > 1  # chromedriver and Chromium's processes
+    assert still_running(processes) == []

@@ -1,0 +1,146 @@
+"""The web application served by `python -m webapp` in a child process, for tests, screenshots and benchmarks.
+
+A child process rather than a waitress server in a thread of the caller: closing an
+in-process waitress server while its worker threads still stream (SSE keepalives
+pull waitress's trigger pipe) wrote into file descriptors the kernel had already
+handed to the caller's next Cassandra connection. A child owns its descriptors, and
+its server threads do not compete with the caller's threads for the GIL.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from smw import config
+
+log = logging.getLogger(__name__)
+
+PROBE_PATH = "/api/openapi.json"  # a static file: answers without any data store
+LOG_TAIL_CHARS = 4000
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the child binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class ServerError(RuntimeError):
+    """The child server died or did not answer in time."""
+
+
+class ServerProcess:
+    """`python -m webapp` on 127.0.0.1 and a free port, configured by a Settings and SMW_WEB_* options.
+
+    The child's web options are exactly `web_config` over the app's defaults: SMW_WEB_*
+    variables of the caller's environment are not passed on, so a run is reproducible.
+    Stopped by its pid: SIGTERM, then SIGKILL after `stop_timeout_s`.
+    """
+
+    def __init__(self, settings: config.Settings, web_config: dict | None = None, threads: int = 32,
+                 ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0):
+        self.settings = settings
+        self.web_config = dict(web_config or {})
+        self.threads = threads
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.host = "127.0.0.1"
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SMW_WEB_")}
+        env.update(self.settings.environ())
+        # create_app reads these with from_prefixed_env, which parses JSON values
+        env.update({f"SMW_WEB_{name}": json.dumps(value) for name, value in self.web_config.items()})
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self) -> "ServerProcess":
+        self.port = free_port(self.host)
+        handle, name = tempfile.mkstemp(prefix="smw-web-", suffix=".log")
+        self.log_path = Path(name)
+        with os.fdopen(handle, "wb") as log_file:
+            # cwd = the repository root, so that `-m webapp` imports this checkout's packages
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "webapp", "--host", self.host, "--port", str(self.port),
+                 "--threads", str(self.threads)],
+                cwd=config.ROOT, env=self.environ(), stdin=subprocess.DEVNULL, stdout=log_file,
+                stderr=subprocess.STDOUT)
+        try:
+            self._wait_until_answering()
+        except BaseException:
+            self.stop(keep_log=True)
+            raise
+        log.info("web server pid %d on %s", self.process.pid, self.url)
+        return self
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        while True:
+            if self.process.poll() is not None:
+                raise ServerError(f"web server exited with status {self.process.returncode} before answering; "
+                                  f"log {self.log_path}:\n{self.log_tail()}")
+            if self._answers():
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"web server pid {self.process.pid} did not answer on {self.url} within "
+                                  f"{self.ready_timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def _answers(self) -> bool:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+        try:
+            conn.request("GET", PROBE_PATH)
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+
+    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return text[-chars:]
+
+    def stop(self, keep_log: bool = False) -> None:
+        """Terminate the child by its pid (SIGTERM, SIGKILL after stop_timeout_s) and remove its log."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("web server pid %d ignored SIGTERM for %.0f s; killing it", process.pid,
+                            self.stop_timeout_s)
+                process.kill()
+                process.wait()
+        if self.log_path is not None and not keep_log:
+            self.log_path.unlink(missing_ok=True)
+            self.log_path = None
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, exc_type, *exc) -> None:
+        keep_log = exc_type is not None
+        if keep_log and self.log_path is not None:
+            log.warning("web server log kept in %s", self.log_path)
+        self.stop(keep_log=keep_log)
