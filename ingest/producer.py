@@ -308,10 +308,16 @@ def make_lanes(settings: config.Settings, lanes: int = DEFAULT_LANES, **override
 
 
 class Pacer:
-    """Sleeps so that readings go out at `speed` x real time (0: as fast as possible)."""
+    """Sleeps so that readings go out at `speed` x real time (0: as fast as possible).
 
-    def __init__(self, speed: float):
+    With `not_ahead=True` a reading is never sent before the wall clock reaches its
+    timestamp: a replay that starts in the past runs at `speed` until it has caught up
+    with the present, then in real time, like a live meter.
+    """
+
+    def __init__(self, speed: float, not_ahead: bool = False):
         self.speed = speed
+        self.not_ahead = not_ahead
         self.origin: tuple[float, float] | None = None
 
     def wait(self, ts_s: float) -> None:
@@ -322,6 +328,8 @@ class Pacer:
             self.origin = (ts_s, now)
             return
         due = self.origin[1] + (ts_s - self.origin[0]) / self.speed
+        if self.not_ahead:
+            due = max(due, now + (ts_s - time.time()))
         if due > now:
             time.sleep(due - now)
 
@@ -393,7 +401,7 @@ def send_with_retry(producer, topic: str, key: bytes, value: bytes, stats: Publi
 
 
 def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, *,
-            readings_per_message: int = DEFAULT_READINGS_PER_MESSAGE, speed: float = 0.0,
+            readings_per_message: int = DEFAULT_READINGS_PER_MESSAGE, speed: float = 0.0, not_ahead: bool = False,
             quarantine: Quarantine | None = None, progress=None, stop: threading.Event | None = None,
             flush: bool = True, stats: PublishStats | None = None,
             max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES) -> PublishStats:
@@ -401,12 +409,13 @@ def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, 
 
     `producer` is a KafkaProducer or `Lanes`. With `speed` > 0 (1 = real time) a
     message carries at most one wall-clock second of data, so a paced replay is as
-    live as the source. Pass `stats` to accumulate over several calls (devices).
+    live as the source; `not_ahead` never sends a reading before its timestamp (see
+    Pacer). Pass `stats` to accumulate over several calls (devices).
     """
     stats = stats if stats is not None else PublishStats()
     max_span_s = speed if speed > 0 else None
     quarantine = quarantine or Quarantine(None)
-    pacer = Pacer(speed)
+    pacer = Pacer(speed, not_ahead)
     in_flight = _InFlight(max_in_flight_bytes, stats)
     try:
         for batch in batches:

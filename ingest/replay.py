@@ -6,7 +6,8 @@
 
 --speed 1 is real time, 60 is a minute per second, 0 (default) as fast as the broker
 takes it. A paced synthetic replay interleaves its houses in event time, as live meters
-would send; `--start-date today --from-now` joins today's generated day at the present. Ctrl-C stops after flushing what was sent. Prints a progress bar and a
+would send; `--start-date today --from-hours-ago 2 --speed 60 --not-ahead` replays
+the last two hours of today's generated day in two minutes, then goes on in real time. Ctrl-C stops after flushing what was sent. Prints a progress bar and a
 summary; rows that cannot be published go to a JSON-lines quarantine file.
 """
 from __future__ import annotations
@@ -111,7 +112,7 @@ def source_batches(spec: str, houses: int, days: int, seed: int, spikes_per_hous
                                            not_before_ts_s=not_before_ts_s, **options), None
         return generated_batches(houses, days, seed, **options), None
     if start_date or period_s or not_before_ts_s is not None:
-        raise ValueError("--start-date, --period-s and --from-now apply to --source synthetic only")
+        raise ValueError("--start-date, --period-s and --from-hours-ago apply to --source synthetic only")
     if kind == "parquet":
         total = pads.dataset(arg, format="parquet", partitioning="hive").count_rows()
         return parquet_batches(arg), total
@@ -133,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-date", help="synthetic: first local day, YYYY-MM-DD or 'today' (default 2024-04-01)")
     parser.add_argument("--period-s", type=float,
                         help="synthetic: one mean reading per channel and period (default: REDD rates)")
-    parser.add_argument("--from-now", action="store_true",
-                        help="synthetic: skip readings before the current time (join a live day in the middle)")
+    parser.add_argument("--from-hours-ago", type=float, metavar="H",
+                        help="synthetic: skip readings older than H hours (0: join a live day at the present)")
+    parser.add_argument("--not-ahead", action="store_true",
+                        help="never send a reading before the wall clock reaches its time: a replay that starts "
+                             "in the past runs at --speed until it catches up, then in real time")
     parser.add_argument("--speed", type=float, default=0.0,
                         help="1 = real time, 60 = accelerated 60x, 0 = as fast as possible (default)")
     parser.add_argument("--readings-per-message", type=int, default=producing.DEFAULT_READINGS_PER_MESSAGE,
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--period-s must be positive")
         batches, total = source_batches(args.source, args.houses, args.days, args.seed, args.spikes_per_house_day,
                                         speed=args.speed, start_date=start_date, period_s=args.period_s,
-                                        not_before_ts_s=time.time() if args.from_now else None)
+                                        not_before_ts_s=None if args.from_hours_ago is None
+                                        else time.time() - 3600 * args.from_hours_ago)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
 
@@ -185,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 stats = producing.publish(batches, kafka_producer, settings.kafka_topic,
                                           readings_per_message=args.readings_per_message, speed=args.speed,
+                                          not_ahead=args.not_ahead,
                                           quarantine=quarantine, progress=bar, stop=stop)
             finally:
                 kafka_producer.close()

@@ -13,8 +13,9 @@
    waiting until every reading has landed;
 3. starts the alert job and the web app, registers the houses and runs the nightly
    batch over those days (daily kWh, rollups, thresholds into Cassandra);
-4. replays today, from the present, at `--speed` x real time with injected spikes,
-   and waits for the first alert.
+4. replays today's last `--catch-up-hours` at `--speed` x real time, then goes on in
+   real time (so the live power graph is live), with injected spikes, and waits for
+   the first alert.
 
 Everything runs in the background with logs and pid files under var/demo/; `stop`
 stops exactly those processes (by pid). The local services are left to `make down`.
@@ -258,10 +259,12 @@ class Demo:
         self.wait_for("web app", lambda: http_ok(url + "/api/houses"), 60, jobs=("web",))
         self.wait_for("alert job", lambda: " started (id " in self.job("alerts").tail(200), 180, jobs=("alerts",))
         started = time.time()
-        self.say(f"replaying today from now at {self.args.speed:g}x with {self.args.live_spikes:g} spikes per house-day")
+        self.say(f"replaying today's last {self.args.catch_up_hours:g} h at {self.args.speed:g}x, then on in real "
+                 f"time, with {self.args.live_spikes:g} spikes per house-day")
         self.job("live").start(self.python(
             "ingest.replay", "--source", "synthetic", "--houses", str(self.args.houses), "--days", "1",
-            "--seed", str(self.args.seed), "--start-date", self.today.isoformat(), "--from-now",
+            "--seed", str(self.args.seed), "--start-date", self.today.isoformat(),
+            "--from-hours-ago", str(self.args.catch_up_hours), "--not-ahead",
             "--period-s", str(self.args.period_s), "--speed", str(self.args.speed),
             "--spikes-per-house-day", str(self.args.live_spikes), "--no-progress"), self.env)
         return self.wait_for("overshoot alert", lambda: first_alert(self.settings, started), self.args.alert_timeout_s,
@@ -331,7 +334,8 @@ Smart Meter Watchdog demo is running: {url}
   {url}/houses/{alert.get('house_id')}      a house: daily kWh per appliance, thresholds, cost
   {url}/zips                  daily totals per zip code
 
-Today is replayed at {args.speed:g}x real time with injected spikes; new alerts keep arriving.
+Today's last {args.catch_up_hours:g} h are replayed at {args.speed:g}x, then readings go on in real time
+with injected spikes; new alerts keep arriving ({url}/houses/<house>/live shows live power).
 Logs: {demo.home / 'logs'}/   Stop everything: make demo-stop (then make down for the services)
 Ready in {time.monotonic() - demo.t0:.0f} s.""")
     return 0
@@ -363,8 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--houses", type=int, default=50, help="houses (default 50)")
     run.add_argument("--days", type=int, default=14, help="days of history ending yesterday (default 14)")
     run.add_argument("--period-s", type=float, default=60.0, help="seconds between a meter's readings (default 60)")
-    run.add_argument("--speed", type=float, default=60.0, help="live replay speed, x real time (default 60)")
-    run.add_argument("--live-spikes", type=float, default=4.0, help="injected spikes per house-day today (default 4)")
+    run.add_argument("--speed", type=float, default=60.0,
+                     help="live replay speed until it reaches the present, x real time (default 60)")
+    run.add_argument("--catch-up-hours", type=float, default=2.0,
+                     help="the live replay starts this many hours ago (default 2)")
+    run.add_argument("--live-spikes", type=float, default=24.0, help="injected spikes per house-day today (default 24)")
     run.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     run.add_argument("--port", type=int, default=int(os.environ.get("SMW_WEB_PORT", "8000")),
                      help="web app port on 127.0.0.1 (default 8000)")

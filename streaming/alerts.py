@@ -357,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Kafka offsets of a first start without checkpoint: earliest or latest (default earliest)")
     parser.add_argument("--rethinkdb-retry-s", type=float, default=5.0,
                         help="retry interval for alerts spooled while RethinkDB is unreachable (default 5)")
+    parser.add_argument("--live-power", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write readings to Cassandra recent_power for the dashboard's live graph, "
+                             "from the latest offsets (streaming/live_power.py; default on)")
     defaults = episodes.Rules()
     for f in fields(episodes.Rules):
         default = getattr(defaults, f.name)
@@ -389,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         watermark_delay=args.watermark_delay, buckets=args.buckets, threshold_refresh_s=args.threshold_refresh_s,
         starting_offsets=args.starting_offsets, rethinkdb_retry_s=args.rethinkdb_retry_s,
     )
+    live_query = None
+    if args.live_power and not args.once:
+        from streaming import live_power
+
+        live_query = live_power.start(spark, settings)
     log.info("alerting on topic %s with %s", settings.kafka_topic, rules_from_args(args))
 
     def stop(signum, _frame):
@@ -396,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("signal %d: stopping", signum)
         alert_query.stop()
         quarantine_query.stop()
+        if live_query is not None:
+            live_query.stop()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -405,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         alert_query.awaitTermination()
         quarantine_query.awaitTermination()
+        if live_query is not None:
+            live_query.awaitTermination()
     except StreamingQueryException as exc:
         log.error("alert job failed: %s", exc)
         status = 1

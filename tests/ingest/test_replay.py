@@ -113,7 +113,7 @@ def test_paced_synthetic_replay_interleaves_houses_in_event_time():
     assert switches > 100  # house after house would switch twice
 
 
-def test_from_now_skips_what_is_already_past():
+def test_a_start_time_skips_what_is_already_past():
     import datetime as dt
 
     now = time.time()
@@ -127,3 +127,18 @@ def test_from_now_skips_what_is_already_past():
 def test_generator_options_are_refused_for_other_sources():
     with pytest.raises(ValueError, match="synthetic only"):
         replay.source_batches("parquet:/x", 1, 1, 0, 0.0, period_s=60.0)
+
+
+def test_not_ahead_pacing_catches_up_then_keeps_to_the_wall_clock():
+    from ingest.producer import Pacer
+
+    now = time.time()
+    pacer = Pacer(speed=1000.0, not_ahead=True)
+    started = time.monotonic()
+    pacer.wait(now - 100.0)  # the origin, in the past
+    pacer.wait(now - 50.0)   # accelerated: 50 s of event time in 0.05 s
+    caught_up = time.monotonic() - started
+    pacer.wait(now + 0.4)    # the future waits for the wall clock, not 0.1 s
+    waited = time.monotonic() - started
+    assert caught_up < 0.3
+    assert waited >= 0.35

@@ -1,0 +1,105 @@
+"""Live power: Kafka readings into Cassandra `recent_power`, for the dashboard's live graph.
+
+    spark-submit streaming/live_power.py [--trigger "2 seconds"] [--starting-offsets latest]
+
+The alert job starts the same query beside its own (`--live-power`, the default), so
+one Spark application serves both. Readings are parsed and validated by the landing
+job's transforms (malformed records are the alert job's and the landing job's to
+quarantine) and written per (house, meter, UTC hour) partition; the table's TTL
+(7 days) ages them out. Writes are upserts on (house, meter, hour, ts): a batch redone
+after a crash writes the same rows.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from smw import config
+
+log = logging.getLogger("streaming.live_power")
+
+QUERY_NAME = "live-power"
+TABLE = "recent_power"
+
+
+def checkpoint(settings: config.Settings) -> Path:
+    return Path(settings.data_dir) / "checkpoints" / "live-power"
+
+
+def power_rows(reading_rows):
+    """(house_id, meter, hour_start, ts, power_w) rows of `recent_power` from valid readings."""
+    from pyspark.sql import functions as F
+
+    ts = F.timestamp_micros((F.col("ts_s") * 1_000_000).cast("long"))
+    return reading_rows.select(
+        "house_id", F.col("meter").cast("int").alias("meter"), F.date_trunc("hour", ts).alias("hour_start"),
+        ts.alias("ts"), F.col("power_w").cast("double").alias("power_w"))
+
+
+def start(spark, settings: config.Settings, *, trigger_interval: str = "2 seconds", starting_offsets: str = "latest",
+          max_offsets_per_trigger: int | None = None, once: bool = False):
+    """Start the live power query on its own Kafka source; returns the query."""
+    from ingest import land
+    from streaming import alerts
+
+    keyspace = settings.cassandra_keyspace
+
+    def write(batch_df, batch_id: int) -> None:
+        (batch_df.write.format("org.apache.spark.sql.cassandra").mode("append")
+         .options(keyspace=keyspace, table=TABLE).save())
+
+    routed_rows = land.routed(land.parsed_messages(alerts.read_kafka(spark, settings, max_offsets_per_trigger,
+                                                                     starting_offsets)))
+    return (
+        power_rows(alerts.readings(routed_rows))
+        .writeStream.queryName(QUERY_NAME)
+        .option("checkpointLocation", str(checkpoint(settings)))
+        .foreachBatch(write)
+        .trigger(**({"availableNow": True} if once else {"processingTime": trigger_interval}))
+        .start()
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="streaming/live_power.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true", help="write everything available now, then stop")
+    parser.add_argument("--trigger", default="2 seconds", help="micro-batch interval (default 2 seconds)")
+    parser.add_argument("--starting-offsets", default="latest", choices=("earliest", "latest"),
+                        help="Kafka offsets of a first start without checkpoint (default latest)")
+    config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master", "cassandra_hosts",
+                         "cassandra_keyspace")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    settings = config.from_args(args)
+
+    from smw import spark as spark_builder
+
+    spark = spark_builder.session("smw-live-power", settings)
+    query = start(spark, settings, trigger_interval=args.trigger, starting_offsets=args.starting_offsets,
+                  once=args.once)
+    log.info("writing live power from topic %s into %s.%s", settings.kafka_topic, settings.cassandra_keyspace, TABLE)
+
+    def stop(signum, _frame):
+        log.info("signal %d: stopping", signum)
+        query.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    from pyspark.errors import StreamingQueryException
+
+    try:
+        query.awaitTermination()
+    except StreamingQueryException as exc:
+        log.error("live power job failed: %s", exc)
+        return 1
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
