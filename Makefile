@@ -79,6 +79,10 @@ serial: init ## Read a serial meter into Kafka (SERIAL_ARGS="--device /dev/ttyAC
 	@test -n "$(SERIAL_ARGS)" || { echo 'usage: make serial SERIAL_ARGS="--device /dev/ttyACM0 --type emu2 --house H"'; exit 2; }
 	$(PY) -m ingest.serial $(SERIAL_ARGS)
 
+.PHONY: pulse-store
+pulse-store: init ## Store pulse-meter blinks from the events topic in Cassandra for the pulse-meter API
+	$(PY) -m ingest.pulse_store
+
 .PHONY: land land-once
 LAND_ARGS ?=
 land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C stops cleanly)

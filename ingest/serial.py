@@ -93,6 +93,9 @@ class SerialIngester:
             result = self.device.parse(frame, self.clock())
             if isinstance(result, Reading):
                 readings.append(result)
+                if result.interval_ms is not None:  # a blink: also a point of the pulse-meter API
+                    self.counts["events"] += 1
+                    self.on_event(Event("pulse", result.ts_s, {"meter": result.meter, "ms": result.interval_ms}))
             elif isinstance(result, Event):
                 self.counts["events"] += 1
                 self.on_event(result)

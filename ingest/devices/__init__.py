@@ -16,6 +16,7 @@ class Reading:
     meter: int
     ts_s: float
     power_w: float
+    interval_ms: int | None = None  # pulse meters: ms since the previous blink (the pulse API's points)
 
 
 @dataclass(frozen=True)

@@ -56,4 +56,5 @@ class PulseMeter:
             meter, interval_ms = int(multi.group(1)), int(multi.group(2))
         if interval_ms <= 0:
             return None
-        return Reading(meter=meter, ts_s=now_s, power_w=power_w(interval_ms, self.impulses_per_kwh))
+        return Reading(meter=meter, ts_s=now_s, power_w=power_w(interval_ms, self.impulses_per_kwh),
+                       interval_ms=interval_ms)

@@ -20,7 +20,7 @@ def demand(value_hex, multiplier="0x00000001", divisor="0x000003e8", stamp="0x1c
 def test_pulse_single_meter_power_and_host_time():
     meter = PulseMeter(impulses_per_kwh=1000)
     assert meter.feed(b"3600\r\n") == [b"3600"]
-    assert meter.parse(b"3600", NOW) == Reading(meter=1, ts_s=NOW, power_w=1000.0)
+    assert meter.parse(b"3600", NOW) == Reading(meter=1, ts_s=NOW, power_w=1000.0, interval_ms=3600)
 
 
 def test_pulse_impulses_per_kwh_is_a_setting():
@@ -34,7 +34,7 @@ def test_pulse_multi_meter_status_lines_and_garbage():
     assert frames == [b"CONNECTED", b"INFO firmware 1.2", b"7 1800", b"bl\xffah", b"0"]
     results = [meter.parse(f, NOW) for f in frames]
     assert isinstance(results[0], Ignored) and isinstance(results[1], Ignored)
-    assert results[2] == Reading(meter=7, ts_s=NOW, power_w=2000.0)
+    assert results[2] == Reading(meter=7, ts_s=NOW, power_w=2000.0, interval_ms=1800)
     assert results[3] is None and results[4] is None  # garbage, zero interval
     assert meter.feed(b"00\n") == [b"12 300"]  # the split line completes
 
