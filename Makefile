@@ -147,7 +147,7 @@ bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone 
 	$(PY) -m ingest.bench_land $(BENCH_LAND_ARGS)
 
 .PHONY: web screenshots bench-web browser-deps
-web: init ## Serve the dashboard and APIs with waitress on 127.0.0.1:8000 (SMW_WEB_HOST/PORT to change)
+web: init ## Serve the dashboard and APIs with waitress on 127.0.0.1:8000 (SMW_WEB_HOST/PORT/THREADS/PROCESSES to change)
 	$(PY) -m webapp
 
 browser-deps: ## Install Debian's chromium and chromium-driver for the browser test (skipped when present)
@@ -157,7 +157,7 @@ browser-deps: ## Install Debian's chromium and chromium-driver for the browser t
 screenshots: browser-deps ## Write PNGs of the main pages to docs/screenshots (sample data in smw_screens)
 	$(PY) -m webapp.screenshots
 
-bench-web: init ## House daily-kWh API p50/p99 under 50 clients; one alert to 200 SSE subscribers
+bench-web: init ## House daily-kWh API p50/p95/p99 under 50 clients, cache off/on, 1 and 2 server processes; one alert to 200 SSE subscribers
 	$(PY) -m webapp.bench
 
 

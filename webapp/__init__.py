@@ -26,6 +26,10 @@ DEFAULTS = {
     "MAX_RANGE_DAYS": 366,
     "MAX_COST_DAYS": 92,
     "HOUSE_LIMIT": 1000,
+    # House daily-kWh answers are cached per (house, from, to) in each process: daily rows change
+    # only when the nightly batch writes, and a write is served at most this many seconds later.
+    "DAILY_CACHE_TTL_S": 60.0,  # 0 turns the cache off
+    "DAILY_CACHE_MAX_BYTES": 32 * 1024 * 1024,
     "TARIFF": {
         "currency": "USD",
         "default_rate_per_kwh": 0.15,
@@ -50,8 +54,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault("SMW_SETTINGS", config.load())
 
     from webapp import alerts, api, db, errors, pages, pulse
+    from webapp.cache import ResponseCache
 
     db.init_app(app)
+    app.extensions["smw_daily_cache"] = ResponseCache(app.config["DAILY_CACHE_TTL_S"],
+                                                      app.config["DAILY_CACHE_MAX_BYTES"])
     errors.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)

@@ -44,8 +44,12 @@ def recent_alerts(conn, limit: int) -> list[dict]:
 
 
 def open_alerts(conn, limit: int) -> list[dict]:
-    found = [normalise(doc) for doc in _table_of(conn).get_all("open", index="state").limit(limit).run(conn)]
-    return sorted(found, key=lambda a: -(a["start_ts_s"] or 0))
+    """The most recently started open alerts, newest first (not any `limit` of them).
+
+    The server sorts the open alerts, a small set, and sends `limit`; reqlite cannot filter
+    an index-ordered scan, which would avoid the sort."""
+    cursor = _table_of(conn).get_all("open", index="state").order_by(r.desc("start_ts_s")).limit(limit).run(conn)
+    return [normalise(doc) for doc in cursor]
 
 
 def alerts_for_house(conn, house_id: str, limit: int) -> list[dict]:

@@ -7,6 +7,7 @@ import io
 import logging
 import time
 
+import orjson
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_from_directory
 
 from webapp import params, queries
@@ -61,10 +62,19 @@ def house(house_id):
 
 @bp.get("/houses/<house_id>/daily")
 def house_daily(house_id):
-    """A house's daily kWh per appliance, mains and untracked over ?from=&to=."""
-    known_house(house_id)
+    """A house's daily kWh per appliance, mains and untracked over ?from=&to= (cached DAILY_CACHE_TTL_S)."""
+    params.name("house_id", house_id)
     start, end = params.day_range(request.args, current_app.config["MAX_RANGE_DAYS"])
-    return jsonify(queries.house_daily(cassandra(), house_id, start, end))
+    cache = current_app.extensions["smw_daily_cache"]
+    key = (house_id, start, end)
+    body = cache.get(key)
+    if body is None:
+        found = queries.house_daily(cassandra(), house_id, start, end)
+        if found is None:
+            abort(404, f"no house {house_id}")
+        body = orjson.dumps(found)
+        cache.put(key, body)
+    return Response(body, mimetype="application/json")
 
 
 @bp.get("/houses/<house_id>/daily.csv")

@@ -1,22 +1,34 @@
 """Web benchmarks: house daily-kWh API latency under 50 clients, one alert to 200 SSE subscribers.
 
-    python -m webapp.bench [--clients 50] [--requests 2000] [--subscribers 200]
-Prints figures; sample data goes to the smw_bench keyspace and RethinkDB db.
+    python -m webapp.bench [--clients 50] [--seconds 10] [--warmup-s 3] [--client-processes 2]
+                           [--processes 1,2] [--threads 16] [--subscribers 200]
+
+The server is `python -m webapp` in a child process (`ServerProcess`); the API clients
+run in other processes (keep-alive connections, one per client thread), so neither
+starves the other of the GIL. For each number of server processes the API is measured
+with the daily response cache off and on (its default TTL), each on a fresh server.
+Clients are closed-loop (each sends its next request when the previous answer
+arrives), so mean latency = clients / throughput.
+Sample data goes to the smw_bench keyspace and RethinkDB db.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import http.client
+import multiprocessing
 import statistics
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from urllib.parse import urlparse
 
 from smw import config, cql, init, rethink
 from webapp import sample
 from webapp.server import ServerProcess
+
+SPAWN_SLACK_S = 2.0  # time for the client processes to start before their warm-up
 
 
 def percentile(values, q):
@@ -24,26 +36,67 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def api_latency(url: str, house_id: str, clients: int, requests: int) -> list[float]:
+def daily_paths(houses: list[str], today: dt.date) -> list[str]:
+    """Daily-kWh URLs over the sample houses and three ranges a dashboard asks for."""
+    ranges = [(today - dt.timedelta(days=30), today - dt.timedelta(days=1)),
+              (today - dt.timedelta(days=7), today - dt.timedelta(days=1)),
+              (today - dt.timedelta(days=14), today - dt.timedelta(days=8))]
+    return [f"/api/houses/{house}/daily?from={start.isoformat()}&to={end.isoformat()}"
+            for house in houses for start, end in ranges]
+
+
+def client_process(url: str, paths: list[str], threads: int, first: int, start_at: float,
+                   stop_at: float) -> tuple[list[float], int]:
+    """Closed-loop keep-alive clients in threads of this process: latencies (s) of the requests
+    sent in [start_at, stop_at) of time.monotonic() (system-wide on Linux), and errors."""
     parsed = urlparse(url)
-    path = f"/api/houses/{house_id}/daily"
-    per_client = requests // clients
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+    errors = [0] * threads
 
-    def client(_):
+    def client(n: int) -> None:
         conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-        times = []
-        for _ in range(per_client):
-            started = time.perf_counter()
-            conn.request("GET", path)
-            response = conn.getresponse()
-            response.read()
-            assert response.status == 200
-            times.append(time.perf_counter() - started)
+        step = first + n  # clients start at different URLs
+        while True:
+            sent = time.monotonic()
+            if sent >= stop_at:
+                break
+            step += 1
+            try:
+                conn.request("GET", paths[step % len(paths)])
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException):
+                errors[n] += 1
+                conn.close()  # the next request reconnects
+                continue
+            took = time.monotonic() - sent
+            if response.status != 200:
+                errors[n] += 1
+            elif sent >= start_at:  # earlier requests are the warm-up
+                latencies[n].append(took)
         conn.close()
-        return times
 
-    with ThreadPoolExecutor(clients) as pool:
-        return [t for times in pool.map(client, range(clients)) for t in times]
+    workers = [threading.Thread(target=client, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return [t for times in latencies for t in times], sum(errors)
+
+
+def api_load(url: str, paths: list[str], clients: int, processes: int, warmup_s: float,
+             seconds: float) -> dict:
+    start_at = time.monotonic() + SPAWN_SLACK_S + warmup_s
+    stop_at = start_at + seconds
+    shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(client_process, url, paths, share, sum(shares[:i]), start_at, stop_at)
+                   for i, share in enumerate(shares)]
+        results = [f.result() for f in futures]
+    times = [t for latencies, _ in results for t in latencies]
+    return {"requests": len(times), "errors": sum(e for _, e in results), "rate": len(times) / seconds,
+            "p50": percentile(times, 0.5), "p95": percentile(times, 0.95), "p99": percentile(times, 0.99),
+            "max": max(times)}
 
 
 def sse_fanout(url: str, settings, subscribers: int) -> list[float]:
@@ -86,8 +139,13 @@ def sse_fanout(url: str, settings, subscribers: int) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=50, help="concurrent keep-alive API clients")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    parser.add_argument("--warmup-s", type=float, default=3.0, help="unmeasured seconds before each run")
+    parser.add_argument("--client-processes", type=int, default=2, help="processes the API clients run in")
+    parser.add_argument("--processes", default="1,2",
+                        help="comma-separated server process counts to measure (python -m webapp --processes)")
+    parser.add_argument("--threads", type=int, default=16, help="server threads per process for the API runs")
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--namespace", default="smw_bench")
     args = parser.parse_args(argv)
@@ -99,18 +157,24 @@ def main(argv: list[str] | None = None) -> None:
         houses = sample.seed(session, settings, houses=4, days=30)
     finally:
         handle.shutdown()
-    with ServerProcess(settings, threads=args.clients + args.subscribers + 16) as server:
-        api_latency(server.url, houses[0], args.clients, args.clients * 4)  # warm-up: connections, prepares
-        started = time.perf_counter()
-        times = api_latency(server.url, houses[0], args.clients, args.requests)
-        elapsed = time.perf_counter() - started
-        print(f"house daily-kWh API (30 days, 8 appliances), {args.clients} concurrent clients, {len(times)} requests:")
-        print(f"  p50 {percentile(times, 0.5) * 1000:.1f} ms  p99 {percentile(times, 0.99) * 1000:.1f} ms  "
-              f"mean {statistics.fmean(times) * 1000:.1f} ms  throughput {len(times) / elapsed:.0f} req/s  (goal p99 <= 50 ms)")
+    paths = daily_paths(houses, dt.datetime.now(dt.timezone.utc).date())
+    print(f"house daily-kWh API: {args.clients} closed-loop keep-alive clients in {args.client_processes} processes, "
+          f"{len(paths)} URLs ({len(houses)} houses x 3 ranges, 8 appliances), {args.seconds:.0f} s measured after "
+          f"{args.warmup_s:.0f} s warm-up; {args.threads} server threads per process  (goal p99 <= 50 ms)")
+    print(f"  {'processes':>9} {'cache':<5} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+          f"{'max ms':>7} {'errors':>6}")
+    for processes in [int(n) for n in args.processes.split(",")]:
+        for label, web_config in (("off", {"DAILY_CACHE_TTL_S": 0}), ("on", {})):  # on: the default TTL
+            with ServerProcess(settings, web_config, threads=args.threads, processes=processes) as server:
+                found = api_load(server.url, paths, args.clients, args.client_processes, args.warmup_s, args.seconds)
+            print(f"  {processes:>9} {label:<5} {found['requests']:>8} {found['rate']:>7.0f} {found['p50'] * 1000:>7.1f} "
+                  f"{found['p95'] * 1000:>7.1f} {found['p99'] * 1000:>7.1f} {found['max'] * 1000:>7.1f} "
+                  f"{found['errors']:>6}")
+    with ServerProcess(settings, threads=args.subscribers + 16) as server:
         delays = sse_fanout(server.url, settings, args.subscribers)
-        print(f"one alert to {args.subscribers} SSE subscribers: delivered to {len(delays)}; "
-              f"first {min(delays) * 1000:.0f} ms, median {statistics.median(delays) * 1000:.0f} ms, "
-              f"last {max(delays) * 1000:.0f} ms  (goal: all within 1000 ms)")
+    print(f"one alert to {args.subscribers} SSE subscribers: delivered to {len(delays)}; "
+          f"first {min(delays) * 1000:.0f} ms, median {statistics.median(delays) * 1000:.0f} ms, "
+          f"last {max(delays) * 1000:.0f} ms  (goal: all within 1000 ms)")
 
 
 if __name__ == "__main__":

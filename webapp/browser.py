@@ -31,7 +31,7 @@ def _stat(pid: int) -> tuple[str, int, int] | None:
     return fields[0], int(fields[1]), int(fields[19])
 
 
-def _descendants(root_pid: int) -> dict[int, int]:
+def descendants(root_pid: int) -> dict[int, int]:
     """{pid: start time} of every living descendant of a process (from /proc, Linux only)."""
     children: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
@@ -57,6 +57,9 @@ def _kill_leftovers(processes: dict[int, int], wait_s: float = 5.0) -> list[int]
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + 2.0  # SIGKILL is delivered asynchronously
+    while still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return left
 
 
@@ -65,7 +68,7 @@ def browser_processes(driver) -> dict[int, int]:
     process = driver.service.process
     if process is None or (found := _stat(process.pid)) is None:
         return {}
-    return {process.pid: found[2], **_descendants(process.pid)}
+    return {process.pid: found[2], **descendants(process.pid)}
 
 
 def still_running(processes: dict[int, int]) -> list[int]:

@@ -63,8 +63,11 @@ def houses(store: CassandraStore, limit: int) -> list[dict]:
     )
 
 
+HOUSE_QUERY = "SELECT house_id, zip, geohash, tz, lat, lon FROM houses WHERE house_id = ?"
+
+
 def house(store: CassandraStore, house_id: str) -> dict | None:
-    rows = store.rows("SELECT house_id, zip, geohash, tz, lat, lon FROM houses WHERE house_id = ?", (house_id,))
+    rows = store.rows(HOUSE_QUERY, (house_id,))
     if not rows:
         return None
     r = rows[0]
@@ -109,39 +112,57 @@ def overview(store: CassandraStore, open_alerts: list[dict], limit: int, now: dt
 
 # ---------------------------------------------------------------- a house's days
 
+DAILY_QUERY = ("SELECT day, meter, label, appliance, energy_kwh, coverage, samples FROM daily_energy_by_house "
+               "WHERE house_id = ? AND day >= ? AND day <= ? LIMIT ?")
+TOTALS_QUERY = ("SELECT day, mains_kwh, circuits_kwh, untracked_kwh, coverage FROM daily_house_totals "
+                "WHERE house_id = ? AND day >= ? AND day <= ? LIMIT ?")
+
+
+def daily_params(house_id: str, start: dt.date, end: dt.date) -> tuple:
+    return house_id, start, end, ((end - start).days + 1) * ROWS_PER_DAY_LIMIT
+
+
+def totals_params(house_id: str, start: dt.date, end: dt.date) -> tuple:
+    return house_id, start, end, (end - start).days + 1
+
+
 def daily_rows(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> list:
-    days = (end - start).days + 1
-    return store.rows(
-        "SELECT day, meter, label, appliance, energy_kwh, coverage, samples FROM daily_energy_by_house "
-        "WHERE house_id = ? AND day >= ? AND day <= ? LIMIT ?",
-        (house_id, start, end, days * ROWS_PER_DAY_LIMIT),
-    )
+    return store.rows(DAILY_QUERY, daily_params(house_id, start, end))
 
 
 def totals_rows(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> list:
-    return store.rows(
-        "SELECT day, mains_kwh, circuits_kwh, untracked_kwh, coverage FROM daily_house_totals "
-        "WHERE house_id = ? AND day >= ? AND day <= ? LIMIT ?",
-        (house_id, start, end, (end - start).days + 1),
-    )
+    return store.rows(TOTALS_QUERY, totals_params(house_id, start, end))
 
 
-def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> dict:
-    """Daily kWh per appliance (channels of one appliance summed), mains and untracked, oldest day first."""
-    per_day: dict[dt.date, dict] = {}
+def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> dict | None:
+    """Daily kWh per appliance (channels of one appliance summed), mains and untracked, oldest day
+    first; None when the house is unknown. The house, its days and its totals are read at once."""
+    house_rows = store.start(HOUSE_QUERY, (house_id,))
+    daily = store.start(DAILY_QUERY, daily_params(house_id, start, end))
+    totals_found = store.start(TOTALS_QUERY, totals_params(house_id, start, end))
+    daily, totals_found = list(daily.result()), list(totals_found.result())
+    if not list(house_rows.result()):
+        return None
+    per_day: dict[dt.date, dict[str, float]] = {}
     by_appliance: dict[str, float] = defaultdict(float)
-    for row in daily_rows(store, house_id, start, end):
-        if is_mains(row) or row.energy_kwh is None:
+    days_of: dict = {}  # driver dates -> datetime.date, converted once per day
+    for row in daily:
+        if row.energy_kwh is None or is_mains(row):
             continue
-        day = day_of(row.day)
-        entry = per_day.setdefault(day, {"appliances": defaultdict(float)})
-        entry["appliances"][series_name(row)] += row.energy_kwh
-        by_appliance[series_name(row)] += row.energy_kwh
-    totals = {day_of(r.day): r for r in totals_rows(store, house_id, start, end)}
+        day = days_of.get(row.day)
+        if day is None:
+            day = days_of[row.day] = day_of(row.day)
+        name = series_name(row)
+        appliances = per_day.get(day)
+        if appliances is None:
+            appliances = per_day[day] = defaultdict(float)
+        appliances[name] += row.energy_kwh
+        by_appliance[name] += row.energy_kwh
+    totals = {day_of(r.day): r for r in totals_found}
     days_out = []
     for day in sorted(set(per_day) | set(totals)):
         t = totals.get(day)
-        appliances = per_day.get(day, {}).get("appliances", {})
+        appliances = per_day.get(day, {})
         days_out.append({
             "day": day.isoformat(),
             "mains_kwh": t.mains_kwh if t else None,

@@ -40,7 +40,8 @@ class ServerError(RuntimeError):
 
 
 class ServerProcess:
-    """`python -m webapp` on 127.0.0.1 and a free port, configured by a Settings and SMW_WEB_* options.
+    """`python -m webapp` on 127.0.0.1 and a free port, configured by a Settings and SMW_WEB_* options,
+    with `threads` per process and `processes` forked servers.
 
     The child's web options are exactly `web_config` over the app's defaults: SMW_WEB_*
     variables of the caller's environment are not passed on, so a run is reproducible.
@@ -48,10 +49,11 @@ class ServerProcess:
     """
 
     def __init__(self, settings: config.Settings, web_config: dict | None = None, threads: int = 32,
-                 ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0):
+                 processes: int = 1, ready_timeout_s: float = 30.0, stop_timeout_s: float = 15.0):
         self.settings = settings
         self.web_config = dict(web_config or {})
         self.threads = threads
+        self.processes = processes
         self.ready_timeout_s = ready_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.host = "127.0.0.1"
@@ -79,7 +81,7 @@ class ServerProcess:
             # cwd = the repository root, so that `-m webapp` imports this checkout's packages
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "webapp", "--host", self.host, "--port", str(self.port),
-                 "--threads", str(self.threads)],
+                 "--threads", str(self.threads), "--processes", str(self.processes)],
                 cwd=config.ROOT, env=self.environ(), stdin=subprocess.DEVNULL, stdout=log_file,
                 stderr=subprocess.STDOUT)
         try:

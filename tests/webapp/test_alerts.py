@@ -143,3 +143,11 @@ def test_streams_end_when_the_hub_stops(app, client, house_id):
     assert not stream.thread.is_alive()
     late = client.get(f"/alerts/stream?house_id={house_id}", buffered=False)
     assert b": ready" in b"".join(late.response)  # a stream opened after the stop ends after its initial state
+
+
+def test_open_alerts_are_the_most_recently_started(rethinkdb_conn, house_id, insert_alert):
+    from webapp.alert_store import open_alerts
+    future_s = time.time() + 10**6  # newer than anything other tests left in the database
+    older, newer, newest = (insert_alert(make_alert(house_id, start_ts_s=future_s + i)) for i in range(3))
+    insert_alert(make_alert(house_id, start_ts_s=future_s + 3, state="closed"))
+    assert [a["id"] for a in open_alerts(rethinkdb_conn, 2)] == [newest["id"], newer["id"]]

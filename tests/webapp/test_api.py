@@ -6,32 +6,9 @@ import time
 
 import pytest
 
-from tests.webapp.conftest import utc
+from tests.webapp.conftest import D1, utc
 
 pytestmark = pytest.mark.integration
-
-D1, D2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
-
-
-@pytest.fixture
-def house_days(cassandra_session, house_id):
-    """Two days of a house: mains, two lighting channels, a refrigerator; hourly rows on D1."""
-    s = cassandra_session
-    for day, fridge_kwh, light_kwh, mains_kwh in [(D1, 1.2, 0.5, 10.0), (D2, 1.0, 0.25, 8.0)]:
-        for meter, label, kwh in [(1, "mains", mains_kwh / 2), (2, "mains", mains_kwh / 2), (5, "refrigerator", fridge_kwh),
-                                  (9, "lighting", light_kwh), (17, "lighting", light_kwh)]:
-            s.execute("INSERT INTO daily_energy_by_house (house_id, day, meter, label, appliance, energy_kwh, coverage, samples) "
-                      "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (house_id, day, meter, label, label, kwh, 1.0, 1000))
-        circuits = fridge_kwh + 2 * light_kwh
-        s.execute("INSERT INTO daily_house_totals (house_id, day, mains_kwh, circuits_kwh, untracked_kwh, coverage) "
-                  "VALUES (%s, %s, %s, %s, %s, %s)", (house_id, day, mains_kwh, circuits, mains_kwh - circuits, 1.0))
-    # D1 hourly: 1 kWh of mains at 17:00 local (peak, 0.32) and 1 kWh at 03:00 local (off-peak, 0.09); EST = UTC-5
-    for hour_utc, meter, kwh in [(22, 1, 1.0), (8, 1, 1.0), (22, 5, 0.5)]:
-        s.execute("INSERT INTO hourly_energy (house_id, day, hour_start, meter, energy_kwh, mean_w, min_w, max_w, samples) "
-                  "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                  (house_id, D1, utc(2024, 3, 1, hour_utc), meter, kwh, kwh * 1000, 10.0, 2000.0, 3600))
-    return house_id
-
 
 def test_house_daily_sums_channels_of_an_appliance_and_reports_untracked(client, house_days):
     body = client.get(f"/api/houses/{house_days}/daily?from=2024-03-01&to=2024-03-02").get_json()

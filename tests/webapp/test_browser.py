@@ -11,6 +11,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_alerts_page_shows_an_inserted_alert_without_reload(settings, rethinkdb_ready, house_id, insert_alert):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -28,8 +29,9 @@ def test_alerts_page_shows_an_inserted_alert_without_reload(settings, rethinkdb_
             assert evil in row.text  # shown as text ...
             assert not driver.find_elements(By.CSS_SELECTOR, "#alerts img")  # ... never as markup
             insert_alert(dict(alert, state="closed", updated_ts_s=alert["updated_ts_s"] + 1))
-            WebDriverWait(driver, 5).until(lambda d: "closed" in d.find_element(
-                By.CSS_SELECTOR, f'tr[data-alert-id="{alert["id"]}"]').text)
+            # the page replaces the row when the update arrives: a row found just before is stale
+            WebDriverWait(driver, 5, ignored_exceptions=(StaleElementReferenceException,)).until(
+                lambda d: "closed" in d.find_element(By.CSS_SELECTOR, f'tr[data-alert-id="{alert["id"]}"]').text)
         finally:
             processes = browser_processes(driver)
             driver.quit()

@@ -7,6 +7,7 @@ import pytest
 
 from smw import config
 from webapp import server as server_module
+from webapp.browser import descendants, still_running
 from webapp.server import ServerError, ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -54,3 +55,15 @@ def test_a_child_that_dies_is_reported_with_its_log(settings, monkeypatch):
             server.start()
     assert server.process is None and server.log_path.exists()  # kept for a look
     server.log_path.unlink()
+
+
+def test_forked_server_processes_share_the_port_and_stop_together(settings, rethinkdb_ready, cassandra_session,
+                                                                   house_id):
+    with ServerProcess(settings, processes=2, threads=4) as server:
+        children = descendants(server.process.pid)
+        assert len(children) == 2
+        for _ in range(8):
+            status, body = get(server, f"/api/houses/{house_id}")
+            assert status == 200
+    assert server.process is None
+    assert still_running(children) == []

@@ -1,0 +1,106 @@
+"""The daily-kWh response cache: bounded in age and bytes, and a write shows after at most the TTL."""
+import time
+
+import pytest
+
+from tests.webapp.conftest import D1
+from webapp import create_app, shutdown
+from webapp.cache import ResponseCache
+
+
+class Clock:
+    def __init__(self):
+        self.now_s = 1000.0
+
+    def __call__(self):
+        return self.now_s
+
+
+def test_entries_expire_after_the_ttl():
+    clock = Clock()
+    cache = ResponseCache(ttl_s=60, max_bytes=1000, clock=clock)
+    cache.put("a", b"old")
+    clock.now_s += 59.9
+    assert cache.get("a") == b"old"
+    clock.now_s += 0.1
+    assert cache.get("a") is None
+    assert len(cache) == 0 and cache.size_bytes == 0
+
+
+def test_least_recently_used_entries_leave_to_stay_within_max_bytes():
+    cache = ResponseCache(ttl_s=60, max_bytes=10, clock=Clock())
+    cache.put("a", b"1234")
+    cache.put("b", b"1234")
+    assert cache.get("a") == b"1234"  # now b is the least recently used
+    cache.put("c", b"1234")
+    assert cache.get("b") is None and cache.get("a") == b"1234" and cache.get("c") == b"1234"
+    assert cache.size_bytes == 8
+    cache.put("a", b"12")  # replacing an entry counts its new size only
+    assert cache.size_bytes == 6
+    cache.put("huge", b"x" * 11)  # larger than the whole cache: not kept, nothing evicted
+    assert cache.get("huge") is None and len(cache) == 2
+
+
+def test_a_zero_ttl_turns_the_cache_off():
+    cache = ResponseCache(ttl_s=0, max_bytes=1000)
+    cache.put("a", b"1")
+    assert not cache.enabled and cache.get("a") is None and len(cache) == 0
+
+
+
+@pytest.fixture
+def app_with_ttl(settings, cassandra_session, rethinkdb_ready):
+    apps = []
+
+    def make(ttl_s):
+        app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "DAILY_CACHE_TTL_S": ttl_s})
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        shutdown(app)
+
+
+def fridge_kwh(client, house_id):
+    body = client.get(f"/api/houses/{house_id}/daily?from=2024-03-01&to=2024-03-01").get_json()
+    return body["days"][0]["appliances"]["refrigerator"]
+
+
+def rewrite_fridge(cassandra_session, house_id, kwh):
+    cassandra_session.execute(
+        "INSERT INTO daily_energy_by_house (house_id, day, meter, label, appliance, energy_kwh) "
+        "VALUES (%s, %s, 5, 'refrigerator', 'refrigerator', %s)", (house_id, D1, kwh))
+
+
+@pytest.mark.integration
+def test_a_write_after_the_cache_was_filled_shows_within_the_ttl(app_with_ttl, cassandra_session, house_days):
+    client = app_with_ttl(1.0)
+    assert fridge_kwh(client, house_days) == 1.2
+    filled = time.monotonic()
+    rewrite_fridge(cassandra_session, house_days, 3.5)  # the nightly batch re-ran
+    assert fridge_kwh(client, house_days) == 1.2  # still the cached answer ...
+    time.sleep(max(0.0, filled + 1.05 - time.monotonic()))
+    assert fridge_kwh(client, house_days) == 3.5  # ... and the new one once the TTL has passed
+
+
+@pytest.mark.integration
+def test_without_the_cache_a_write_shows_at_once(app_with_ttl, cassandra_session, house_days):
+    client = app_with_ttl(0)
+    assert fridge_kwh(client, house_days) == 1.2
+    rewrite_fridge(cassandra_session, house_days, 3.5)
+    assert fridge_kwh(client, house_days) == 3.5
+
+
+@pytest.mark.integration
+def test_answers_are_cached_per_house_and_range_and_unknown_houses_are_not(app_with_ttl, cassandra_session,
+                                                                            house_days):
+    client = app_with_ttl(60)
+    assert fridge_kwh(client, house_days) == 1.2
+    rewrite_fridge(cassandra_session, house_days, 3.5)
+    two_days = client.get(f"/api/houses/{house_days}/daily?from=2024-03-01&to=2024-03-02").get_json()
+    assert two_days["days"][0]["appliances"]["refrigerator"] == 3.5  # another range: not the cached answer
+    newcomer = house_days + "-new"
+    assert client.get(f"/api/houses/{newcomer}/daily?from=2024-03-01&to=2024-03-01").status_code == 404
+    cassandra_session.execute("INSERT INTO houses (house_id, zip) VALUES (%s, '02139')", (newcomer,))
+    assert client.get(f"/api/houses/{newcomer}/daily?from=2024-03-01&to=2024-03-01").status_code == 200
