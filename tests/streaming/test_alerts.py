@@ -9,7 +9,7 @@ from streaming.episodes import KIND_NO_DATA, KIND_OVERSHOOT, Rules
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
 T0 = 1_711_962_000.0
-RULES = Rules(min_readings=3, no_data_after_s=600.0, no_data_min_readings=5)
+RULES = Rules(multiplier=1.5, min_readings=3, no_data_after_s=600.0, no_data_min_readings=5)
 QUIET = [50.0] * 10
 SPIKE = [50, 50, 400, 420, 450, 430, 60, 50, 50, 50]
 
