@@ -117,22 +117,42 @@ def _empty_pieces() -> pd.DataFrame:
     })
 
 
-def quantile_thresholds(ts_s: np.ndarray, power_w: np.ndarray, tz: str, quantile: float, off_level_w: float,
-                        min_hour_samples: int) -> tuple[float, int, list[float]]:
-    """(threshold_w, samples, hourly profile) of one meter.
+def off_level(power_w: np.ndarray, off_level_w: float, standby_ratio: float) -> float:
+    """The power at or below which a meter counts as off: its standby draw is excluded.
 
-    Readings at or below `off_level_w` are excluded, or the threshold of a mostly
-    idle appliance would collapse to its standby draw. The quantile is exact
-    (linear interpolation between order statistics, as numpy, DuckDB's
-    quantile_cont and Spark's percentile). The profile holds the same quantile per
-    local hour of day (0..23), NaN for hours with fewer than `min_hour_samples`
-    readings above the off level.
+    `off_level_w` is a fixed floor. With `standby_ratio` > 0 the level rises to
+    standby_ratio x the meter's median power when some readings exceed that: the median
+    of a mostly idle appliance is its standby draw, which can be tens of watts (a kitchen
+    circuit with clocks and chargers on it). A meter that never rises that far above its
+    median (a steady load) keeps the fixed floor.
     """
     power = np.asarray(power_w, dtype=np.float64)
-    on = power > off_level_w
+    if standby_ratio <= 0 or not len(power):
+        return float(off_level_w)
+    standby_w = standby_ratio * float(np.median(power))
+    return standby_w if standby_w > off_level_w and float(power.max()) > standby_w else float(off_level_w)
+
+
+def quantile_thresholds(ts_s: np.ndarray, power_w: np.ndarray, tz: str, quantile: float, off_level_w: float,
+                        min_hour_samples: int, standby_ratio: float = 0.0) -> tuple[float, int, list[float]]:
+    """(threshold_w, samples, hourly profile) of one meter.
+
+    Readings at or below the off level (`off_level()`) are excluded, or the threshold
+    of a mostly idle appliance would collapse to its standby draw. The quantile is
+    exact (linear interpolation between order statistics, as numpy, DuckDB's
+    quantile_cont and Spark's percentile). The profile holds the same quantile per
+    local hour of day (0..23), NaN for hours with fewer than `min_hour_samples`
+    readings above the off level. A meter with readings but none above the off level
+    (never switched on in the window) gets `off_level_w` itself with 0 samples: any
+    use of it is unusual. Without readings the threshold is NaN.
+    """
+    power = np.asarray(power_w, dtype=np.float64)
+    if len(power) == 0:
+        return float("nan"), 0, [float("nan")] * 24
+    on = power > off_level(power, off_level_w, standby_ratio)
     values = power[on]
     if len(values) == 0:
-        return float("nan"), 0, [float("nan")] * 24
+        return float(off_level_w), 0, [float("nan")] * 24
     threshold = float(np.quantile(values, quantile))
     hour_of_day = (np.floor(local_seconds(np.asarray(ts_s, dtype=np.float64)[on], tz) / HOUR_S) % 24).astype(int)
     profile = []

@@ -39,15 +39,17 @@ class Params:
 
     def __init__(self, mains_cap_s: float = 30.0, circuit_cap_s: float = 50.0, quantile: float = 0.97,
                  off_level_w: float = 10.0, window_days: int = 30, min_hour_samples: int = 30,
-                 default_tz: str = "America/New_York"):
+                 default_tz: str = "America/New_York", standby_ratio: float = 2.0):
         for name, cap in (("mains", mains_cap_s), ("circuit", circuit_cap_s)):
             if not 0 < cap <= energy.MAX_CAP_S:
                 raise ValueError(f"{name} maximum sample period must be in (0, 3600] s, got {cap}")
         if not 0 < quantile < 1:
             raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+        if standby_ratio < 0:
+            raise ValueError(f"standby ratio must be >= 0, got {standby_ratio}")
         ZoneInfo(default_tz)  # fails early on a typo
         self.mains_cap_s, self.circuit_cap_s = mains_cap_s, circuit_cap_s
-        self.quantile, self.off_level_w = quantile, off_level_w
+        self.quantile, self.off_level_w, self.standby_ratio = quantile, off_level_w, standby_ratio
         self.window_days, self.min_hour_samples = window_days, min_hour_samples
         self.default_tz = default_tz
 
@@ -88,7 +90,8 @@ def meter_stats(readings, meter_info: pd.DataFrame, house_tz: dict[str, str], pa
         local_day = np.floor(energy.local_seconds(ts_s, tz) / 86400.0)
         in_window = (local_day >= window[0]) & (local_day <= window[1])
         threshold_w, samples, profile = energy.quantile_thresholds(
-            ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w, params.min_hour_samples
+            ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w, params.min_hour_samples,
+            params.standby_ratio,
         )
         threshold_row = pd.DataFrame({"house_id": [house_id], "meter": [meter], "day": [None],
                                       "threshold_w": [threshold_w], "threshold_samples": [samples],
@@ -187,7 +190,8 @@ def thresholds(stats, meter_info_df, params: Params, computed_at: dt.datetime):
         lambda e: e["w"].isNotNull() & ~F.isnan(e["w"]),
     ))
     profile = F.when(F.size(profile) > 0, profile)
-    rows = stats.where(F.col("day").isNull() & (F.col("threshold_samples") > 0))
+    # Meters never on in the window have threshold_w = the off level and 0 samples; NaN = no readings.
+    rows = stats.where(F.col("day").isNull() & F.col("threshold_w").isNotNull() & ~F.isnan("threshold_w"))
     return rows.join(meter_info_df, ["house_id", "meter"]).select(
         "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"),
         "threshold_w", profile.alias("hourly_threshold_w"), F.col("threshold_samples").alias("samples"),
@@ -337,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantile", type=float, default=0.97, help="threshold quantile (default 0.97)")
     parser.add_argument("--off-level-w", type=float, default=10.0,
                         help="readings at or below this power are 'off' and excluded from thresholds (default 10 W)")
+    parser.add_argument("--standby-ratio", type=float, default=2.0,
+                        help="the off level rises to this x a meter's median power when readings exceed that, "
+                             "so a standby draw above --off-level-w is excluded too; 0 disables (default 2)")
     parser.add_argument("--window-days", type=int, default=30, help="threshold window in days (default 30)")
     parser.add_argument("--no-write", action="store_true",
                         help="compute and count every output without writing Cassandra (timing, dry runs)")
@@ -354,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--to is before --from")
     try:
         params = Params(args.mains_cap_s, args.circuit_cap_s, args.quantile, args.off_level_w, args.window_days,
-                        default_tz=args.zone)
+                        default_tz=args.zone, standby_ratio=args.standby_ratio)
     except (ValueError, KeyError) as exc:
         parser.error(str(exc))
     settings = config.from_args(args)

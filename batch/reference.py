@@ -4,7 +4,7 @@ Written separately from the Spark job (batch/nightly.py + batch/energy.py) to ch
 it and to time it against: the same inputs (Parquet readings partitioned by UTC
 `date`, a houses file with `tz`) and the same rules (left Riemann sum, dt capped per
 meter, duplicates merged at their mean, intervals split at the house's local
-midnight, exact quantiles of readings above the off level). Where the Spark job
+midnight, exact quantiles of readings above the off level, standby excluded). Where the Spark job
 splits intervals at every local hour and sums hours into days, this splits them at
 local midnights directly.
 
@@ -77,20 +77,40 @@ def daily_energy(connection, readings_path: str, houses_path: str, first_day: dt
 
 
 def thresholds(connection, readings_path: str, houses_path: str, first_day: dt.date, last_day: dt.date,
-               quantile: float = 0.97, off_level_w: float = 10.0, default_tz: str = "America/New_York"):
-    """Rows (house_id, meter, threshold_w, samples) over the local days first_day..last_day."""
+               quantile: float = 0.97, off_level_w: float = 10.0, standby_ratio: float = 2.0,
+               default_tz: str = "America/New_York"):
+    """Rows (house_id, meter, threshold_w, samples) over the local days first_day..last_day.
+
+    The off level of a meter is standby_ratio x its median power when that is above
+    off_level_w and some reading exceeds it, else off_level_w; a meter with no reading
+    above its off level gets off_level_w and 0 samples.
+    """
     sql = f"""
-    WITH houses AS ({_houses_sql(houses_path)})
-    SELECT r.house_id, r.meter, quantile_cont(r.power_w, ?) AS threshold_w, count(*) AS samples
-    FROM read_parquet(? || '/**/*.parquet', hive_partitioning = true) r LEFT JOIN houses h USING (house_id)
-    WHERE CAST(r.date AS DATE) BETWEEN ? AND ?
-      AND r.power_w > ?
-      AND CAST(timezone(coalesce(h.tz, ?), to_timestamp(r.ts_s)) AS DATE) BETWEEN ? AND ?
-    GROUP BY r.house_id, r.meter ORDER BY r.house_id, r.meter
+    WITH houses AS ({_houses_sql(houses_path)}),
+    windowed AS (
+        SELECT r.house_id, r.meter, r.power_w
+        FROM read_parquet(? || '/**/*.parquet', hive_partitioning = true) r LEFT JOIN houses h USING (house_id)
+        WHERE CAST(r.date AS DATE) BETWEEN ? AND ?
+          AND CAST(timezone(coalesce(h.tz, ?), to_timestamp(r.ts_s)) AS DATE) BETWEEN ? AND ?
+    ),
+    levels AS (
+        SELECT house_id, meter, ? * quantile_cont(power_w, 0.5) AS standby_w, max(power_w) AS max_w
+        FROM windowed GROUP BY house_id, meter
+    ),
+    offs AS (
+        SELECT house_id, meter,
+               CASE WHEN standby_w > ? AND max_w > standby_w THEN standby_w ELSE ? END AS off_w
+        FROM levels
+    )
+    SELECT w.house_id, w.meter,
+           coalesce(quantile_cont(w.power_w, ?) FILTER (WHERE w.power_w > o.off_w), ?) AS threshold_w,
+           count(*) FILTER (WHERE w.power_w > o.off_w) AS samples
+    FROM windowed w JOIN offs o USING (house_id, meter)
+    GROUP BY w.house_id, w.meter ORDER BY w.house_id, w.meter
     """
     first_utc, last_utc = first_day - dt.timedelta(days=1), last_day + dt.timedelta(days=1)
-    return connection.execute(sql, [houses_path, quantile, readings_path, first_utc, last_utc, off_level_w,
-                                    default_tz, first_day, last_day]).fetchall()
+    return connection.execute(sql, [houses_path, readings_path, first_utc, last_utc, default_tz, first_day, last_day,
+                                    standby_ratio, off_level_w, off_level_w, quantile, off_level_w]).fetchall()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,14 @@ JITTER_RANGE = (0.95, 1.05)
 TIME_SHIFT_RANGE_S = (-1_800.0, 1_800.0)
 SPIKE_DURATION_S = (30, 600)
 SPIKE_MIN_W = 200.0
+SPIKE_FACTOR = (2.0, 4.0)
+# "On" level of a channel, which spikes are sized from: the 97th percentile of its readings
+# above its off level, max(ON_FLOOR_W, STANDBY_RATIO x median). The median is the standby
+# draw of an appliance that is off most of the time (REFERENCE.md §1: every circuit has a
+# standby floor, some tens of watts), so use stands clear of it.
+ON_QUANTILE = 0.97
+ON_FLOOR_W = 10.0
+STANDBY_RATIO = 2.0
 DEFAULT_START_DATE = "2024-04-01"
 
 SPIKE_ARROW = pa.schema([
@@ -132,7 +140,6 @@ class SourceDay:
     ts_rel_s: np.ndarray
     power_w: np.ndarray
     channel: np.ndarray
-    p97_w: np.ndarray
 
 
 @dataclass
@@ -144,6 +151,7 @@ class SourceHouse:
     labels: list[str]
     appliances: list[str]
     days: list[SourceDay]
+    on_level_w: np.ndarray = field(default_factory=lambda: np.empty(0))  # per channel, over the clean days
 
     @property
     def mains_channels(self) -> np.ndarray:
@@ -180,29 +188,48 @@ def clean_days(house: redd.House, utc_offset_s: int = synthetic.SOURCE_UTC_OFFSE
     return sorted(set.intersection(*per_channel)) if per_channel else []
 
 
+def on_level_w(power_w: np.ndarray) -> float:
+    """Typical power of a channel in use: the 97th percentile of its readings above its off level.
+
+    The off level is max(ON_FLOOR_W, STANDBY_RATIO x median power), so an appliance that is
+    off most of the time is measured when it runs, not at its standby draw. A channel that
+    never rises above that (a steady load) is measured over its readings above ON_FLOOR_W;
+    one that never exceeds ON_FLOOR_W has an on level of 0.
+    """
+    power_w = np.asarray(power_w, dtype=np.float64)
+    if not len(power_w):
+        return 0.0
+    on = power_w[power_w > max(ON_FLOOR_W, STANDBY_RATIO * float(np.median(power_w)))]
+    if not len(on):
+        on = power_w[power_w > ON_FLOOR_W]
+    return float(np.quantile(on, ON_QUANTILE)) if len(on) else 0.0
+
+
 def source_from_house(house: redd.House, utc_offset_s: int = synthetic.SOURCE_UTC_OFFSET_S) -> SourceHouse:
     """Reduce a read house to its clean days in generator form."""
     meters = np.asarray(sorted(house.channels), np.int32)
     channels = [house.channels[m] for m in meters]
     days = clean_days(house, utc_offset_s)
     source = SourceHouse(house.house_id, meters, [c.label for c in channels], [c.appliance for c in channels], [])
+    clean_power: list[list[np.ndarray]] = [[] for _ in channels]
     for day in days:
         start = day * DAY_S - utc_offset_s
-        parts_ts, parts_power, parts_channel, p97 = [], [], [], []
+        parts_ts, parts_power, parts_channel = [], [], []
         for index, channel in enumerate(channels):
             lo, hi = np.searchsorted(channel.ts_s, [start, start + DAY_S])
             parts_ts.append(channel.ts_s[lo:hi] - start)
             parts_power.append(channel.power_w[lo:hi])
             parts_channel.append(np.full(hi - lo, index, np.int16))
-            positive = channel.power_w[lo:hi][channel.power_w[lo:hi] > 0]
-            p97.append(np.percentile(positive, 97) if len(positive) else 0.0)
+            clean_power[index].append(channel.power_w[lo:hi])
         ts_rel = np.concatenate(parts_ts)
         channel_index = np.concatenate(parts_channel)
         order = np.lexsort((channel_index, ts_rel))
         source.days.append(SourceDay(
             float(start), ts_rel[order].astype(np.float32), np.concatenate(parts_power)[order].astype(np.float32),
-            channel_index[order], np.asarray(p97),
+            channel_index[order],
         ))
+    # Over all clean days: an appliance unused on one day still has its on level.
+    source.on_level_w = np.asarray([on_level_w(np.concatenate(parts)) if parts else 0.0 for parts in clean_power])
     log.info("source %s: %d channels, %d clean days", house.house_id, len(meters), len(source.days))
     return source
 
@@ -399,7 +426,10 @@ class Generator:
             # Start on a real sample so the spike is visible in the data, not lost in a gap.
             start_ts_s = float(ts_s[rows[int(rng.integers(len(rows)))]])
             duration_s = float(rng.integers(*SPIKE_DURATION_S))
-            magnitude_w = round(float(max(SPIKE_MIN_W, rng.uniform(2.0, 4.0) * source_day.p97_w[channel])), 1)
+            # Relative to the channel's on level in this house (scale and jitter applied): well
+            # above anything the appliance does in normal use, whether it is on or off then.
+            on_level_w = source.on_level_w[channel] * plan.scale * plan.channel_jitter[channel]
+            magnitude_w = round(float(max(SPIKE_MIN_W, rng.uniform(*SPIKE_FACTOR) * on_level_w)), 1)
             mains_channel = int(rng.choice(mains)) if len(mains) else None
             lo, hi = np.searchsorted(ts_s, [start_ts_s, start_ts_s + duration_s])
             window = source_day.channel[lo:hi]

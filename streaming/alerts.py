@@ -1,6 +1,6 @@
 """Raise overshoot, no-data and new-peak alerts from the Kafka readings into RethinkDB and Cassandra.
 
-    spark-submit streaming/alerts.py [--once] [--trigger "1 second"] [--multiplier 1.5] ...
+    spark-submit streaming/alerts.py [--once] [--trigger "1 second"] [--multiplier 2.0] ...
     python -m streaming.alerts --help
 
 Kafka records are parsed and validated by the landing job's transforms

@@ -46,7 +46,7 @@ ALERT_FIELDS = ("id", "kind", "house_id", "meter", "appliance", "threshold_w", "
 class Rules:
     """Parameters of the three alert kinds."""
 
-    multiplier: float = 1.5
+    multiplier: float = 2.0
     clear_multiplier: float = 1.0
     min_readings: int = 3
     min_duration_s: float = 10.0

@@ -1,20 +1,26 @@
 """Measure alert quality against generated ground truth: precision, recall, false alerts per house-day.
 
-    python -m streaming.evaluate [--houses 6] [--history-days 3] [--days 2] [--spikes-per-house-day 4]
+    python -m streaming.evaluate [--houses 12] [--history-days 7] [--days 3] [--spikes-per-house-day 4] [--seed 1]
 
 1. Generates derived houses (datasets.generator). The first `--history-days` days
-   are generated without spikes and give each (house, meter) its threshold: the 97th
-   percentile of positive power (REFERENCE.md §3), written to Cassandra `thresholds`.
+   are generated without spikes and give each (house, meter) its threshold and
+   hourly profile with the nightly job's own maths (`batch.energy.quantile_thresholds`,
+   the nightly defaults of quantile, off level and standby ratio unless overridden),
+   written to Cassandra `thresholds` as the nightly job writes them.
 2. The next `--days` days are replayed through a fresh Kafka topic in event-time
    order: half of the houses with injected spikes (the scenario), the other half
-   spike-free (base readings are identical with or without spikes).
+   spike-free (base readings are identical with or without spikes). Houses live in
+   different time zones, so their days start and end at different instants; only
+   the event time that every house covers is replayed, so no house falls silent
+   while the others go on (which would raise no_data alerts that say nothing).
 3. The alert job runs on the topic (available-now trigger, default rules unless
-   overridden) and its overshoot alerts are read back from RethinkDB.
-4. An alert matches a spike when it is on the same house, on the spike's circuit or
-   the mains leg that carried it, and its [start, end] overlaps the spike's window
-   (+/- `--tolerance-s`). Precision = matching alerts / alerts on spiked houses;
-   recall = spikes with a matching alert on their circuit / spikes; false alerts per
-   house-day = alerts on spike-free houses / their house-days.
+   overridden) and its alerts are read back from RethinkDB.
+4. An overshoot alert matches a spike when it is on the same house, on the spike's
+   circuit or the mains leg that carried it, and its [start, end] overlaps the
+   spike's window (+/- `--tolerance-s`). Precision = matching alerts / alerts on
+   spiked houses; recall = spikes with a matching alert on their circuit / spikes
+   (spikes wholly inside the replayed time); false alerts per house-day = alerts on
+   spike-free houses / their replayed days.
 
 Works in its own keyspace and RethinkDB database (`--namespace`, default smw_eval)
 and a throw-away topic, with a run tag in the house ids.
@@ -22,55 +28,69 @@ and a throw-away topic, with a run tag in the house ids.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import numpy as np
 
+from batch import energy
+from batch.nightly import Params
+from datasets import generator
 from smw import config, messages
 from smw.messages import Series
 from streaming import episodes
 
 log = logging.getLogger("streaming.evaluate")
 
-DATASETS_WORKTREE = Path("/work/wt-datasets")
+
+@dataclass(frozen=True)
+class Threshold:
+    """A meter's row of the thresholds table, as the nightly job computes it."""
+
+    threshold_w: float
+    samples: int
+    hourly_w: dict[int, float]
 
 
-def generator_module():
-    """datasets.generator; from the datasets worktree while that branch is not merged here."""
-    try:
-        from datasets import generator
-    except ImportError:
-        if not (DATASETS_WORKTREE / "datasets" / "generator.py").exists():
-            raise
-        import datasets
-
-        # Only the datasets package is taken from there; everything else stays this tree's.
-        datasets.__path__.append(str(DATASETS_WORKTREE / "datasets"))
-        from datasets import generator
-    return generator
-
-
-def thresholds_from_history(gen, plan, days: range) -> dict[int, float]:
-    """{meter: p97 of positive power} of a house over spike-free days."""
+def thresholds_from_history(gen: generator.Generator, plan: generator.HousePlan, days: range,
+                            params: Params) -> dict[int, Threshold]:
+    """{meter: Threshold} of a house over spike-free days, with the nightly job's maths."""
     source = gen.sources[plan.source]
-    per_channel: dict[int, list[np.ndarray]] = {}
-    for day in days:
-        house_day = gen.house_day(plan, day)
-        for channel in np.unique(house_day.channel):
-            power_w = house_day.power_w[house_day.channel == channel]
-            per_channel.setdefault(int(channel), []).append(power_w[power_w > 0])
+    house_days = [gen.house_day(plan, day) for day in days]
+    ts_s = np.concatenate([hd.ts_s for hd in house_days])
+    power_w = np.concatenate([hd.power_w for hd in house_days]).astype(np.float64)
+    channel = np.concatenate([hd.channel for hd in house_days])
     result = {}
-    for channel, parts in per_channel.items():
-        positive = np.concatenate(parts)
-        if len(positive):
-            result[int(source.meters[channel])] = float(np.percentile(positive, 97))
+    for index in np.unique(channel):
+        mine = channel == index
+        threshold_w, samples, profile = energy.quantile_thresholds(
+            ts_s[mine], power_w[mine], plan.tz, params.quantile, params.off_level_w, params.min_hour_samples,
+            params.standby_ratio)
+        if not np.isnan(threshold_w):
+            hourly_w = {hour: w for hour, w in enumerate(profile) if not np.isnan(w)}
+            result[int(source.meters[index])] = Threshold(threshold_w, samples, hourly_w)
     return result
+
+
+def common_window(house_days) -> tuple[float, float]:
+    """[first, last] event time covered by every house: the latest first reading, the earliest last one."""
+    first_s, last_s = {}, {}
+    for house_id, _, house_day in house_days:
+        first_s[house_id] = min(first_s.get(house_id, np.inf), float(house_day.ts_s.min()))
+        last_s[house_id] = max(last_s.get(house_id, -np.inf), float(house_day.ts_s.max()))
+    return max(first_s.values()), min(last_s.values())
+
+
+def clipped(house_day, first_s: float, last_s: float):
+    """The house-day's readings within [first_s, last_s] (spikes are filtered separately)."""
+    keep = (house_day.ts_s >= first_s) & (house_day.ts_s <= last_s)
+    return generator.HouseDay(house_day.plan, house_day.day, house_day.ts_s[keep], house_day.power_w[keep],
+                              house_day.channel[keep], house_day.spikes)
 
 
 def messages_in_time_order(house_days, window_s: float):
@@ -115,7 +135,7 @@ def produce(settings: config.Settings, message_iter) -> int:
     return sent
 
 
-def score(alerts: list[dict], spikes: list, spiked_houses: set, clean_house_days: int, tolerance_s: float) -> dict:
+def score(alerts: list[dict], spikes: list, spiked_houses: set, clean_house_days: float, tolerance_s: float) -> dict:
     """Precision, recall and false alerts per house-day of overshoot alerts against the spikes."""
     overshoots = [a for a in alerts if a["kind"] == episodes.KIND_OVERSHOOT]
     on_spiked = [a for a in overshoots if a["house_id"] in spiked_houses]
@@ -147,15 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     from streaming import alerts
 
     parser = argparse.ArgumentParser(prog="python -m streaming.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--houses", type=int, default=6, help="houses; half get spikes (default 6)")
-    parser.add_argument("--history-days", type=int, default=3, help="spike-free days for thresholds (default 3)")
-    parser.add_argument("--days", type=int, default=2, help="days replayed through the job (default 2)")
+    batch_defaults = Params()
+    parser.add_argument("--houses", type=int, default=12, help="houses; half get spikes (default 12)")
+    parser.add_argument("--history-days", type=int, default=7, help="spike-free days for thresholds (default 7)")
+    parser.add_argument("--days", type=int, default=3, help="days replayed through the job (default 3)")
     parser.add_argument("--spikes-per-house-day", type=float, default=4.0,
                         help="mean injected spikes per house-day on spiked houses (default 4)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--source", default="synthetic:6:12",
-                        help="generator source (default synthetic:6:12, enough clean days that replayed days "
+    parser.add_argument("--source", default="synthetic:6:24",
+                        help="generator source (default synthetic:6:24, enough clean days that replayed days "
                              "differ from the history days)")
+    parser.add_argument("--quantile", type=float, default=batch_defaults.quantile,
+                        help=f"threshold quantile, as the nightly job's (default {batch_defaults.quantile})")
+    parser.add_argument("--off-level-w", type=float, default=batch_defaults.off_level_w,
+                        help=f"off level of thresholds, as the nightly job's (default {batch_defaults.off_level_w})")
+    parser.add_argument("--standby-ratio", type=float, default=batch_defaults.standby_ratio,
+                        help=f"standby ratio of thresholds, as the nightly job's (default {batch_defaults.standby_ratio})")
     parser.add_argument("--tolerance-s", type=float, default=30.0, help="slack when matching windows (default 30)")
     parser.add_argument("--window-s", type=float, default=60.0, help="event time per Kafka message (default 60)")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=2000)
@@ -181,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     from smw import spark as spark_builder
     from streaming import alerts
 
-    gen_mod = generator_module()
+    params = Params(quantile=args.quantile, off_level_w=args.off_level_w, window_days=args.history_days,
+                    standby_ratio=args.standby_ratio)
     settings = config.from_args(args).replace(cassandra_keyspace=args.namespace, rethinkdb_db=args.namespace)
     rules = alerts.rules_from_args(args)
     tag = uuid.uuid4().hex[:6]
@@ -193,38 +221,44 @@ def main(argv: list[str] | None = None) -> int:
 
     total_days = args.history_days + args.days
     common = dict(houses=args.houses, days=total_days, seed=args.seed, source=args.source)
-    clean_gen = gen_mod.Generator(gen_mod.GeneratorConfig(spikes_per_house_day=0.0, **common))
-    spiked_gen = gen_mod.Generator(gen_mod.GeneratorConfig(spikes_per_house_day=args.spikes_per_house_day, **common),
-                                   sources=clean_gen.sources)
+    clean_gen = generator.Generator(generator.GeneratorConfig(spikes_per_house_day=0.0, **common))
+    spiked_gen = generator.Generator(
+        generator.GeneratorConfig(spikes_per_house_day=args.spikes_per_house_day, **common), sources=clean_gen.sources)
     started = time.perf_counter()
     from smw import cql
 
     handle, session = cql.connect(settings)
-    insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, quantile, threshold_w, samples, "
-                             "window_days, computed_at) VALUES (?, ?, ?, 0.97, ?, 0, ?, toTimestamp(now()))")
+    insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, quantile, threshold_w, "
+                             "hourly_threshold_w, samples, window_days, computed_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
     history = range(args.history_days)
     replay = range(args.history_days, total_days)
     spiked_houses, house_days, spikes = set(), [], []
     for n, plan in enumerate(clean_gen.plans):
         house_id = f"e{tag}-{plan.house_id}"
         source = clean_gen.sources[plan.source]
-        for meter, threshold_w in thresholds_from_history(clean_gen, plan, history).items():
+        for meter, limit in thresholds_from_history(clean_gen, plan, history, params).items():
             appliance = source.appliances[list(source.meters).index(meter)]
-            session.execute(insert, (house_id, meter, appliance, threshold_w, args.history_days))
+            session.execute(insert, (house_id, meter, appliance, params.quantile, limit.threshold_w,
+                                     limit.hourly_w or None, limit.samples, args.history_days))
         with_spikes = n % 2 == 0
         gen = spiked_gen if with_spikes else clean_gen
         if with_spikes:
             spiked_houses.add(house_id)
         for day in replay:
-            house_day = gen.house_day(plan, day)
-            house_days.append((house_id, source, house_day))
-            spikes += [s.__class__(**{**s.__dict__, "house_id": house_id}) for s in house_day.spikes]
+            house_days.append((house_id, source, gen.house_day(plan, day)))
     handle.shutdown()
+    first_s, last_s = common_window(house_days)
+    house_days = [(house_id, source, clipped(hd, first_s, last_s)) for house_id, source, hd in house_days]
+    spikes = [dataclasses.replace(s, house_id=house_id) for house_id, _, hd in house_days for s in hd.spikes
+              if s.start_ts_s >= first_s and s.start_ts_s + s.duration_s <= last_s]
     readings = sum(len(hd.ts_s) for _, _, hd in house_days)
     sent = produce(settings, messages_in_time_order(house_days, args.window_s))
     produced_s = time.perf_counter() - started
-    print(f"generated and produced {readings:,} readings of {args.houses} houses x {args.days} days "
-          f"in {sent:,} messages ({produced_s:.0f} s); {len(spikes)} spikes on {len(spiked_houses)} houses")
+    window_days = (last_s - first_s) / 86400.0
+    print(f"generated and produced {readings:,} readings of {args.houses} houses x {window_days:.2f} days "
+          f"(the event time all houses cover of {args.days} local days) in {sent:,} messages ({produced_s:.0f} s); "
+          f"{len(spikes)} spikes on {len(spiked_houses)} houses")
 
     spark = spark_builder.session("smw-eval-alerts", settings.replace(spark_master=args.spark_master or "local[2]"),
                                   conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"})
@@ -243,15 +277,18 @@ def main(argv: list[str] | None = None) -> int:
 
     with rethink.connection(settings) as conn:
         found = list(rethink.r.table("alerts").get_all(*[h for h, _, _ in house_days], index="house_id").run(conn))
-    clean_house_days = sum(1 for h, _, _ in house_days if h not in spiked_houses)
+    clean_house_days = window_days * (args.houses - len(spiked_houses))
     result = score(found, spikes, spiked_houses, clean_house_days, args.tolerance_s)
     kinds = {k: sum(1 for a in found if a["kind"] == k) for k in (episodes.KIND_OVERSHOOT, episodes.KIND_NO_DATA,
                                                                   episodes.KIND_NEW_PEAK)}
     print(f"job: {readings:,} readings in {job_s:.0f} s ({readings / job_s:,.0f} readings/s); alerts by kind: {kinds}")
     print(f"rules: {rules}")
+    print(f"thresholds: quantile {params.quantile}, off level {params.off_level_w} W, standby ratio "
+          f"{params.standby_ratio}, over {args.history_days} spike-free days")
     for name in ("spikes", "spikes_found", "alerts_on_spiked_houses", "alerts_matching", "alerts_on_spike_free_houses",
                  "spike_free_house_days"):
-        print(f"  {name:30s} {result[name]}")
+        value = result[name]
+        print(f"  {name:30s} {value:.2f}" if isinstance(value, float) else f"  {name:30s} {value}")
     print(f"precision                      {result['precision']:.3f}   (goal >= 0.95)")
     print(f"recall                         {result['recall']:.3f}   (goal >= 0.95)")
     print(f"false alerts per house-day     {result['false_alerts_per_house_day']:.3f}   (spike-free houses; goal <= 0.1)")

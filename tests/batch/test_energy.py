@@ -102,9 +102,34 @@ def test_quantile_excludes_off_readings_and_matches_numpy():
     assert not np.isnan(profile[0]) and all(np.isnan(p) for p in profile[1:])
 
 
-def test_quantile_of_an_always_off_meter_is_nan():
-    threshold, samples, _ = energy.quantile_thresholds(np.array([1e9, 1e9 + 3]), np.array([1.0, 2.0]), NY, 0.97, 5, 1)
+def test_a_meter_never_on_gets_the_off_level_and_one_without_readings_nan():
+    threshold, samples, profile = energy.quantile_thresholds(np.array([1e9, 1e9 + 3]), np.array([1.0, 2.0]), NY,
+                                                             0.97, 5, 1)
+    assert samples == 0 and threshold == 5.0 and all(np.isnan(profile))
+    threshold, samples, _ = energy.quantile_thresholds(np.array([]), np.array([]), NY, 0.97, 5, 1)
     assert samples == 0 and np.isnan(threshold)
+
+
+def test_standby_above_the_fixed_floor_is_excluded_from_the_threshold():
+    # A kitchen circuit: 35 W of clocks and chargers all day, a kettle at 1,200-1,400 W now and then.
+    rng = np.random.default_rng(3)
+    use_w = np.linspace(1200, 1400, 30)
+    power = np.concatenate([35 + rng.uniform(-2, 2, 2000), use_w])
+    ts = MIDNIGHT_NY + np.arange(len(power)) * 3.0
+    with_floor_only, _, _ = energy.quantile_thresholds(ts, power, NY, 0.97, 10.0, 30, standby_ratio=0.0)
+    assert with_floor_only < 40  # the old failure: the threshold is the standby draw
+    threshold, samples, _ = energy.quantile_thresholds(ts, power, NY, 0.97, 10.0, 30, standby_ratio=2.0)
+    assert samples == len(use_w)
+    assert threshold == pytest.approx(np.quantile(use_w, 0.97))
+
+
+def test_a_steady_load_keeps_the_fixed_floor():
+    # Always on at ~60 W: nothing is above 2 x its median, so its readings above 10 W count.
+    power = np.linspace(55.0, 65.0, 1000)
+    ts = MIDNIGHT_NY + np.arange(len(power)) * 3.0
+    assert energy.off_level(power, 10.0, 2.0) == 10.0
+    threshold, samples, _ = energy.quantile_thresholds(ts, power, NY, 0.97, 10.0, 30, standby_ratio=2.0)
+    assert samples == 1000 and threshold == pytest.approx(np.quantile(power, 0.97))
 
 
 @pytest.mark.parametrize("tz", [NY, "America/Phoenix", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham",

@@ -232,3 +232,32 @@ def test_period_applies_to_every_house_day_and_keeps_spikes_visible():
     for ch in np.unique(a.channel):
         assert b.power_w[b.channel == ch].mean() == pytest.approx(a.power_w[a.channel == ch].mean(), rel=0.05)
     assert [s.spike_id for s in a.spikes] == [s.spike_id for s in b.spikes]
+
+
+def test_on_level_is_measured_above_the_standby_draw():
+    # A kitchen circuit: 35 W standby all day, loads of 1,100-1,300 W 1 % of the time.
+    rng = np.random.default_rng(1)
+    use_w = np.linspace(1100.0, 1300.0, 100)
+    kitchen = np.concatenate([35.0 + rng.uniform(-3, 3, 9900), use_w])
+    assert gen.on_level_w(kitchen) == pytest.approx(np.quantile(use_w, 0.97))
+    # A steady load has no state above its usual draw: its level is its own 97th percentile.
+    steady = np.linspace(50.0, 70.0, 1000)
+    assert gen.on_level_w(steady) == pytest.approx(np.quantile(steady, 0.97))
+    assert gen.on_level_w(np.full(100, 2.0)) == 0.0  # never above the 10 W floor
+
+
+def test_spike_magnitude_is_2_to_4_times_the_channels_on_level_in_that_house(sources):
+    generator = gen.Generator(gen.GeneratorConfig(houses=4, days=3, seed=SEED, spikes_per_house_day=4), sources)
+    checked = 0
+    for house_day in generator.iter_house_days():
+        plan, source = house_day.plan, generator.sources[house_day.plan.source]
+        for spike in house_day.spikes:
+            index = list(source.meters).index(spike.meter)
+            # From the source's clean days, independently of the generator's own bookkeeping.
+            power_w = np.concatenate([d.power_w[d.channel == index] for d in source.days]).astype(np.float64)
+            on = power_w[power_w > max(10.0, 2 * np.median(power_w))]
+            on = on if len(on) else power_w[power_w > 10.0]
+            level_w = (np.quantile(on, 0.97) if len(on) else 0.0) * plan.scale * plan.channel_jitter[index]
+            assert max(200.0, 2 * level_w) - 0.1 <= spike.magnitude_w <= max(200.0, 4 * level_w) + 0.1, spike
+            checked += 1
+    assert checked >= 20
