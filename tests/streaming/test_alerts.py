@@ -27,6 +27,13 @@ def job_settings(kafka_ready, rethinkdb_ready, cassandra_session, topic, tmp_pat
     return kafka_ready.replace(kafka_topic=topic, data_dir=str(tmp_path / "data"))
 
 
+def event_time_s(text: str) -> float:
+    """Epoch seconds of a progress report's event time ("2024-04-01T09:00:00.000Z")."""
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def run_once(spark, settings, **options):
     alert_query, quarantine_query, writer = alerts.start(spark, settings, RULES, once=True, **options)
     try:
@@ -133,8 +140,10 @@ def test_threshold_change_applies_within_one_refresh_interval(spark, job_setting
             now_s = time.time()
             # 500 W readings stamped with the wall clock: an overshoot only for the new 100 W threshold.
             produce(job_settings, {house: [series(7, "heater", now_s, [500.0, 500.0], step_s=0.2)]})
-            if changed_at_s is None and alert_query.lastProgress and alert_query.lastProgress["batchId"] >= 2:
-                last_before_change_s = now_s
+            progress = alert_query.lastProgress
+            if changed_at_s is None and progress and progress["batchId"] >= 2 and "max" in progress.get("eventTime", {}):
+                # The newest reading already judged (against 1000 W) when the threshold changes.
+                last_before_change_s = event_time_s(progress["eventTime"]["max"])
                 set_threshold(cassandra_session, house, 7, 100.0)
                 changed_at_s = time.time()
             assert alert_query.exception() is None
@@ -143,11 +152,11 @@ def test_threshold_change_applies_within_one_refresh_interval(spark, job_setting
         assert changed_at_s is not None and found, "no alert after the threshold change"
         (doc,) = found
         assert doc["threshold_w"] == 100.0
-        # Thresholds apply by processing time: the readings produced just before the change
-        # may still be waiting in Kafka when the refresh lands, so the first overshoot starts
-        # at the earliest with them, and within one refresh interval of the change (plus one
-        # trigger for the batch in flight). Readings of earlier batches were judged against 1000 W.
-        assert last_before_change_s <= doc["start_ts_s"] <= changed_at_s + refresh_s + 1.0
+        # Thresholds apply by processing time: readings produced just before the change may
+        # still be waiting in Kafka when the refresh lands, so the first overshoot starts after
+        # the newest reading judged before the change, and within one refresh interval of the
+        # change (plus one trigger for the batch in flight).
+        assert last_before_change_s < doc["start_ts_s"] <= changed_at_s + refresh_s + 1.0
     finally:
         alert_query.stop()
         quarantine_query.stop()
