@@ -211,6 +211,15 @@ class Service:
         return True
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id: 22 URL-safe base64 characters, never starting with '-'
+    (the storage tool would read it as an option; Kafka's own Uuid.randomUuid avoids it too)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Kafka(Service):
     """Single-node Apache Kafka broker in KRaft mode (broker and controller in one)."""
 
@@ -248,7 +257,7 @@ class Kafka(Service):
         )
         if (self.data_dir / "meta.properties").exists():
             return  # formatted on the first start only: formatting again would erase the log
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)),
             capture_output=True, text=True, check=False,

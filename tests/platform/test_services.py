@@ -114,3 +114,13 @@ def test_cassandra_restarted_after_kill_9_keeps_data():
     finally:
         handle.shutdown()
     assert row is not None and row.zip == "02139"
+
+
+def test_kafka_cluster_ids_never_look_like_an_option(monkeypatch):
+    # One random id in 64 starts with '-': kafka-storage format would take it for a flag.
+    ids = iter([uuid.UUID(bytes=b"\xfb" + bytes(15)), uuid.UUID(bytes=bytes(16))])
+    monkeypatch.setattr(services.uuid, "uuid4", lambda: next(ids))
+    assert services.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"  # the '-w...' id was drawn again
+    monkeypatch.undo()
+    drawn = [services.new_cluster_id() for _ in range(500)]
+    assert all(len(c) == 22 and not c.startswith("-") for c in drawn)
