@@ -33,6 +33,9 @@ def base_conf(settings: config.Settings) -> dict[str, str]:
         "spark.cassandra.connection.host": settings.cassandra_hosts,
         "spark.cassandra.connection.port": settings.cassandra_port,
         "spark.sql.extensions": "com.datastax.spark.connector.CassandraSparkExtensions",
+        # Unlogged batches per partition of up to 16 KiB instead of 1 KiB: the nightly's
+        # hourly rollup (a partition per house-day) writes in half the time on one node.
+        "spark.cassandra.output.batch.size.bytes": "16384",
     }
     if settings.cassandra_username:
         conf["spark.cassandra.auth.username"] = settings.cassandra_username
