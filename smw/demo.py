@@ -6,13 +6,15 @@
 
 `make demo` runs `make setup` and then `start`, which:
 
-1. starts the local services (`make up`) and meanwhile generates `--days` days of history for `--houses` REDD-derived houses, ending
-   yesterday, at one mean reading per channel and `--period-s` (like meters that
-   report once a minute; the REDD rates would be ~0.7 M readings per house-day);
+1. starts the local services (`make up`) and meanwhile generates `--days` days of
+   history for `--houses` REDD-derived houses, ending yesterday, at one mean reading
+   per channel and `--period-s` (like meters that report once a minute; the REDD
+   rates would be ~0.7 M readings per house-day);
 2. starts the landing job and replays the history through Kafka into the raw zone,
-   waiting until every reading has landed;
-3. starts the alert job and the web app, registers the houses and runs the nightly
-   batch over those days (daily kWh, rollups, thresholds into Cassandra);
+   waiting until every reading has landed; meanwhile the alert job (from the latest
+   offsets, so history is not alerted on) and the web app start;
+3. registers the houses and runs the nightly batch over those days (daily kWh,
+   rollups, thresholds into Cassandra);
 4. replays today's last `--catch-up-hours` at `--speed` x real time, then goes on in
    real time (so the live power graph is live), with injected spikes, and waits for
    the first alert.
@@ -235,6 +237,7 @@ class Demo:
         self.say("replaying the history through Kafka")
         self.run("replay-history", self.python("ingest.replay", "--source",
                                                f"parquet:{self.home / 'history' / 'readings'}", "--no-progress"))
+        self.start_live_jobs()  # from the latest offsets: after the history, so it sees only live readings
         self.say(f"{readings:,} readings in Kafka; waiting until all have landed in the raw zone")
         self.wait_for("fully landed history", lambda: landed_rows(self.settings) >= readings, 600, jobs=("land",))
 
@@ -247,11 +250,12 @@ class Demo:
                                               "--mains-cap-s", cap, "--circuit-cap-s", cap))
 
     def start_live_jobs(self) -> None:
-        """The alert job and the web app start while the nightly batch runs; the alert job
-        re-reads the thresholds every 15 s, so it picks up the nightly's as soon as they land."""
+        """The alert job and the web app start while the history lands and the nightly batch
+        runs; the alert job re-reads the thresholds every 5 s, so it picks up the nightly's
+        as soon as they are written."""
         self.say("starting the alert job and the web app")
         self.job("alerts").start(self.spark_submit(
-            "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "15"), self.env)
+            "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "5"), self.env)
         self.job("web").start(self.python("webapp", "--port", str(self.args.port)), self.env)
 
     def live(self) -> dict:
@@ -316,7 +320,6 @@ def start(args: argparse.Namespace) -> int:
         demo.init(services)
         demo.start_landing()
         demo.land_history(readings)
-        demo.start_live_jobs()
         demo.nightly()
         alert = demo.live()
     except (DemoError, OSError) as exc:
