@@ -13,11 +13,11 @@
 2. starts the landing job and replays the history through Kafka into the raw zone,
    waiting until every reading has landed; meanwhile the alert job (from the latest
    offsets, so history is not alerted on) and the web app start;
-3. starts replaying today's last `--catch-up-hours` at `--speed` x real time, then on
-   in real time (so the live power graph is live), with injected spikes;
-4. registers the houses and runs the nightly batch over those days (daily kWh,
-   rollups, thresholds into Cassandra), and waits for the first overshoot alert,
-   raised as soon as the alert job has read the new thresholds.
+3. registers the houses and runs the nightly batch over those days (daily kWh,
+   rollups, thresholds into Cassandra);
+4. replays today's last `--catch-up-hours` at `--speed` x real time, then goes on in
+   real time (so the live power graph is live), with injected spikes, and waits for
+   the first alert.
 
 Everything runs in the background with logs and pid files under var/demo/; `stop`
 stops exactly those processes (by pid). The local services are left to `make down`.
@@ -258,25 +258,21 @@ class Demo:
             "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "5"), self.env)
         self.job("web").start(self.python("webapp", "--port", str(self.args.port)), self.env)
 
-    def start_live_replay(self) -> float:
-        """Today's last hours at `--speed`, then real time. It starts before the nightly batch:
-        the alert job warms up on it, and overshoots are judged as soon as thresholds exist."""
+    def live(self) -> dict:
+        url = f"http://127.0.0.1:{self.args.port}"
+        self.wait_for("web app", lambda: http_ok(url + "/api/houses"), 60, jobs=("web",))
+        self.wait_for("alert job", lambda: " started (id " in self.job("alerts").tail(200), 180, jobs=("alerts",))
+        started = time.time()
         self.say(f"replaying today's last {self.args.catch_up_hours:g} h at {self.args.speed:g}x, then on in real "
                  f"time, with {self.args.live_spikes:g} spikes per house-day")
-        started = time.time()
         self.job("live").start(self.python(
             "ingest.replay", "--source", "synthetic", "--houses", str(self.args.houses), "--days", "1",
             "--seed", str(self.args.seed), "--start-date", self.today.isoformat(),
             "--from-hours-ago", str(self.args.catch_up_hours), "--not-ahead",
             "--period-s", str(self.args.period_s), "--speed", str(self.args.speed),
             "--spikes-per-house-day", str(self.args.live_spikes), "--no-progress"), self.env)
-        return started
-
-    def first_alert(self, since_ts_s: float) -> dict:
-        url = f"http://127.0.0.1:{self.args.port}"
-        self.wait_for("web app", lambda: http_ok(url + "/api/houses"), 60, jobs=("web",))
-        return self.wait_for("overshoot alert", lambda: first_alert(self.settings, since_ts_s),
-                             self.args.alert_timeout_s, jobs=("alerts", "live", "land", "web"))
+        return self.wait_for("overshoot alert", lambda: first_alert(self.settings, started), self.args.alert_timeout_s,
+                             jobs=("alerts", "live", "land", "web"))
 
 
 def landed_rows(settings: config.Settings) -> int:
@@ -324,9 +320,8 @@ def start(args: argparse.Namespace) -> int:
         demo.init(services)
         demo.start_landing()
         demo.land_history(readings)
-        live_since = demo.start_live_replay()
         demo.nightly()
-        alert = demo.first_alert(live_since)
+        alert = demo.live()
     except (DemoError, OSError) as exc:
         print(f"\ndemo failed: {exc}\n(the jobs started so far keep running; `make demo-stop` stops them)",
               file=sys.stderr)
@@ -377,8 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--period-s", type=float, default=60.0, help="seconds between a meter's readings (default 60)")
     run.add_argument("--speed", type=float, default=60.0,
                      help="live replay speed until it reaches the present, x real time (default 60)")
-    run.add_argument("--catch-up-hours", type=float, default=3.0,
-                     help="the live replay starts this many hours ago (default 3)")
+    run.add_argument("--catch-up-hours", type=float, default=2.0,
+                     help="the live replay starts this many hours ago (default 2)")
     run.add_argument("--live-spikes", type=float, default=24.0, help="injected spikes per house-day today (default 24)")
     run.add_argument("--seed", type=int, default=1, help="generator seed (default 1)")
     run.add_argument("--port", type=int, default=int(os.environ.get("SMW_WEB_PORT", "8000")),
