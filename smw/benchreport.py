@@ -21,8 +21,11 @@ from pathlib import Path
 from smw import config
 
 DEFAULT_TARGETS = ("bench-generate", "bench-ingest", "bench-land", "bench-batch", "bench-stream", "bench-web")
-# Lines that carry results: a figure with a unit, a ratio or a goal.
+# Lines that carry results: a figure with a unit, a ratio or a goal, or a row of a table of numbers.
 FIGURE = re.compile(r"(\d[\d,.]*\s*(readings/s|r/s|req/s|ms|MiB|GiB|MB/s|x\b|s\b))|goal|median|p50|p99|ratio", re.I)
+TABLE_ROW = re.compile(r"^\s*[\d,.]+(\s+(on|off|[\d,.]+)){3,}(\s|$)")
+# Lines that are logging or set-up chatter, not results.
+NOISE = re.compile(r"Warning|warnings\.warn|ready on |started \(pid|^\s*(WARN|INFO|at |26/)|/site-packages/")
 
 
 def machine() -> list[str]:
@@ -39,8 +42,10 @@ def machine() -> list[str]:
 
 def headline(output: str, limit: int = 8) -> list[str]:
     """The last lines of a benchmark's output that carry figures."""
-    lines = [line.strip() for line in output.splitlines() if line.strip() and FIGURE.search(line)
-             and not line.lstrip().startswith(("WARN", "INFO", "at ", "26/"))]
+    # A progress bar rewrites its line with carriage returns: keep what was written last.
+    lines = [line.split("\r")[-1].strip() for line in output.split("\n")]
+    lines = [line for line in lines
+             if line and (FIGURE.search(line) or TABLE_ROW.match(line)) and not NOISE.search(line)]
     return lines[-limit:]
 
 
@@ -69,7 +74,8 @@ def render(results: list[tuple[str, int, float, str]], when: dt.datetime) -> str
         out.append(f"| `make {target}` | {'ok' if code == 0 else f'failed (exit {code})'} | {seconds:.0f} s | {figures} |")
     out += ["", "## Outputs", ""]
     for target, code, _seconds, output in results:
-        kept = [line for line in output.splitlines() if not line.lstrip().startswith(("WARN", "26/", "at "))]
+        kept = [line.split("\r")[-1] for line in output.split("\n")]
+        kept = [line for line in kept if not NOISE.search(line) and not line.startswith("[Stage")]
         out += [f"### make {target}", "", "```", *kept[-60:], "```", ""]
     return "\n".join(out) + "\n"
 

@@ -24,3 +24,18 @@ def test_render_has_machine_a_row_per_target_and_marks_failures():
     assert "| `make bench-a` | ok | 12 s | houses 50 \\| readings 16,751,163" in page
     assert "| `make bench-b` | failed (exit 2) | 3 s | (no figures printed) |" in page
     assert "WARN NativeCodeLoader" not in page
+
+
+def test_headline_keeps_rows_of_number_tables_and_drops_service_chatter():
+    output = ("kafka      ready on 127.0.0.1:9092 (0.1 s)\n"
+              "/x/site-packages/pyspark/serializers.py:922: FutureWarning: concat (1.0 s)\n"
+              "    target  houses      readings  seconds\n"
+              "10,000,000       3    13,884,451      4.9    2,833,026\n"
+              "          1 on       29529    2953    15.4    28.6    36.2\n")
+    assert benchreport.headline(output) == ["10,000,000       3    13,884,451      4.9    2,833,026",
+                                            "1 on       29529    2953    15.4    28.6    36.2"]
+
+
+def test_headline_reads_through_progress_bars():
+    output = "[Stage 5:>   (0 + 1) / 1]\r    80,000       65,574         0      62   10.46  4 (7.06)  [1 spikes without alert]\n"
+    assert benchreport.headline(output) == ["80,000       65,574         0      62   10.46  4 (7.06)  [1 spikes without alert]"]
