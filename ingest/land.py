@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -281,24 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info("landing topic %s into %s", settings.kafka_topic, landing_zone(settings))
 
-    def stop(signum, _frame):
-        # Stopping between batches is safe at any point: an unfinished batch is
-        # redone from the checkpoint on the next start.
-        log.info("signal %d: stopping", signum)
-        query.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    from pyspark.errors import StreamingQueryException
-
+    spark_builder.stop_on_signals([query], log)
     try:
-        query.awaitTermination()
-    except StreamingQueryException as exc:
-        log.error("landing failed: %s", exc)
-        return 1
+        return spark_builder.await_queries([query], log, "landing")
     finally:
         spark.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import urllib.request
 from pathlib import Path
 
 from smw import config
+from smw.services import stop_process_group
 
 DEMO_TOPIC = "smw-demo-readings"
 JOBS = ("land", "alerts", "web", "live")
@@ -97,32 +97,20 @@ class Job:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while self.pid() == pid and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.2)
-        if self.pid() == pid:
-            os.killpg(pid, signal.SIGKILL)
-            while self.pid() == pid:
-                _reap(pid)
-                time.sleep(0.1)
-        _reap(pid)
+        stop_process_group(pid, lambda: self.pid() == pid, timeout_s, self.name)
         self.pid_file.unlink(missing_ok=True)
         return True
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return tail(self.log_file, lines)
 
 
-def _reap(pid: int) -> None:
+def tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file."""
     try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 class Demo:
@@ -163,8 +151,7 @@ class Demo:
             result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=config.ROOT, env=self.env)
         if result.returncode != 0:
-            tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:])
-            raise DemoError(f"{name} failed (exit {result.returncode}); last lines of {log_file}:\n{tail}")
+            raise DemoError(f"{name} failed (exit {result.returncode}); last lines of {log_file}:\n{tail(log_file)}")
 
     def wait_for(self, what: str, check, timeout_s: float, jobs: tuple[str, ...] = ()) -> object:
         """Poll `check()` until it returns something truthy; fail early if one of `jobs` died."""
@@ -201,20 +188,11 @@ class Demo:
     def init(self, services: subprocess.Popen) -> None:
         """Wait for the services, empty the demo topic, create topics, tables and indexes."""
         if services.wait() != 0:
-            tail = "\n".join((self.home / "logs" / "services.log").read_text(errors="replace").splitlines()[-30:])
-            raise DemoError(f"the local services did not start:\n{tail}")
-        from kafka.admin import KafkaAdminClient
-        from kafka.errors import UnknownTopicOrPartitionError
+            raise DemoError(f"the local services did not start:\n{tail(self.home / 'logs' / 'services.log')}")
+        from smw.init import delete_topic
 
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_list, client_id="smw-demo")
-        try:
-            try:
-                admin.delete_topics([self.settings.kafka_topic])
-                time.sleep(2)
-            except UnknownTopicOrPartitionError:
-                pass
-        finally:
-            admin.close()
+        if delete_topic(self.settings, self.settings.kafka_topic):
+            time.sleep(2)  # Kafka deletes in the background before the topic can be created again
         self.run("init", self.python("smw.init"))
 
     def generate(self) -> int:
@@ -239,7 +217,9 @@ class Demo:
                                                f"parquet:{self.home / 'history' / 'readings'}", "--no-progress"))
         self.start_live_jobs()  # from the latest offsets: after the history, so it sees only live readings
         self.say(f"{readings:,} readings in Kafka; waiting until all have landed in the raw zone")
-        self.wait_for("fully landed history", lambda: landed_rows(self.settings) >= readings, 600, jobs=("land",))
+        counted: dict[Path, int] = {}
+        self.wait_for("fully landed history", lambda: landed_rows(self.settings, counted) >= readings, 600,
+                      jobs=("land",))
 
     def nightly(self) -> None:
         self.say("registering houses; running the nightly batch over the history")
@@ -275,18 +255,19 @@ class Demo:
                              jobs=("alerts", "live", "land", "web"))
 
 
-def landed_rows(settings: config.Settings) -> int:
-    """Rows in the raw zone's committed Parquet files (footer metadata only)."""
+def landed_rows(settings: config.Settings, counted: dict[Path, int]) -> int:
+    """Rows in the raw zone's Parquet files (footer metadata only). `counted` keeps the rows of
+    files already read across polls: a file with a readable footer is complete and never changes."""
     import pyarrow.parquet as pq
 
     raw = Path(settings.data_dir) / "landing" / "zone=raw"
-    total = 0
     for path in raw.glob("date=*/*.parquet"):
-        try:
-            total += pq.ParquetFile(path).metadata.num_rows
-        except Exception:  # a file still being written: counted on the next poll
-            continue
-    return total
+        if path not in counted:
+            try:
+                counted[path] = pq.ParquetFile(path).metadata.num_rows
+            except Exception:  # a file still being written: counted on a later poll
+                continue
+    return sum(counted.values())
 
 
 def http_ok(url: str) -> bool:

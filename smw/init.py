@@ -48,6 +48,21 @@ def create_topics(settings: config.Settings, topics: dict[str, int]) -> list[str
         admin.close()
 
 
+def delete_topic(settings: config.Settings, name: str) -> bool:
+    """Delete a topic if it exists; True if it did. Kafka finishes the deletion in the background."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import UnknownTopicOrPartitionError
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list, request_timeout_ms=15000)
+    try:
+        admin.delete_topics([name])
+        return True
+    except UnknownTopicOrPartitionError:
+        return False
+    finally:
+        admin.close()
+
+
 def create_cassandra(settings: config.Settings) -> int:
     handle, session = cql.connect(settings, keyspace=False)
     try:

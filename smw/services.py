@@ -194,21 +194,33 @@ class Service:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while self.pid() == pid and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if self.pid() == pid:
-            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", self.name, pid, timeout_s)
-            os.killpg(pid, signal.SIGKILL)
-            while self.pid() == pid:
-                time.sleep(0.1)
-        try:
-            os.waitpid(pid, os.WNOHANG)  # reap it if this very process started it
-        except ChildProcessError:
-            log.debug("%s (pid %d) was started by another process; init reaps it", self.name, pid)
+        stop_process_group(pid, lambda: self.pid() == pid, timeout_s, self.name)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def stop_process_group(pid: int, running, timeout_s: float, name: str) -> None:
+    """SIGTERM the process group led by `pid`, SIGKILL it if `running()` still holds after
+    `timeout_s`; reap it when this process is its parent."""
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while running() and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.2)
+    if running():
+        log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", name, pid, timeout_s)
+        os.killpg(pid, signal.SIGKILL)
+        while running():
+            _reap(pid)
+            time.sleep(0.1)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # started by another process: init reaps it
 
 
 def new_cluster_id() -> str:

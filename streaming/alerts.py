@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
@@ -392,34 +391,15 @@ def main(argv: list[str] | None = None) -> int:
         watermark_delay=args.watermark_delay, buckets=args.buckets, threshold_refresh_s=args.threshold_refresh_s,
         starting_offsets=args.starting_offsets, rethinkdb_retry_s=args.rethinkdb_retry_s,
     )
-    live_query = None
+    queries = [alert_query, quarantine_query]
     if args.live_power and not args.once:
         from streaming import live_power
 
-        live_query = live_power.start(spark, settings)
+        queries.append(live_power.start(spark, settings))
     log.info("alerting on topic %s with %s", settings.kafka_topic, rules_from_args(args))
-
-    def stop(signum, _frame):
-        # Safe between and within batches: an unfinished batch is redone from the checkpoint.
-        log.info("signal %d: stopping", signum)
-        alert_query.stop()
-        quarantine_query.stop()
-        if live_query is not None:
-            live_query.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    from pyspark.errors import StreamingQueryException
-
-    status = 0
+    spark_builder.stop_on_signals(queries, log)
     try:
-        alert_query.awaitTermination()
-        quarantine_query.awaitTermination()
-        if live_query is not None:
-            live_query.awaitTermination()
-    except StreamingQueryException as exc:
-        log.error("alert job failed: %s", exc)
-        status = 1
+        status = spark_builder.await_queries(queries, log, "alert job")
     finally:
         if not writer.sinks.feed.flush():
             log.error("%d alerts still spooled for RethinkDB in %s; they are sent on the next start",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -83,22 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                   once=args.once)
     log.info("writing live power from topic %s into %s.%s", settings.kafka_topic, settings.cassandra_keyspace, TABLE)
 
-    def stop(signum, _frame):
-        log.info("signal %d: stopping", signum)
-        query.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    from pyspark.errors import StreamingQueryException
-
+    spark_builder.stop_on_signals([query], log)
     try:
-        query.awaitTermination()
-    except StreamingQueryException as exc:
-        log.error("live power job failed: %s", exc)
-        return 1
+        return spark_builder.await_queries([query], log, "live power job")
     finally:
         spark.stop()
-    return 0
 
 
 if __name__ == "__main__":

@@ -85,17 +85,12 @@ def rethinkdb_conn(rethinkdb_ready):
 @pytest.fixture
 def topic(kafka_ready):
     """A fresh Kafka topic with 3 partitions, deleted afterwards."""
-    from kafka import KafkaAdminClient
-    from smw.init import create_topics
+    from smw.init import create_topics, delete_topic
 
     name = f"test-{uuid.uuid4().hex[:12]}"
     create_topics(kafka_ready, {name: 3})
     yield name
-    admin = KafkaAdminClient(bootstrap_servers=kafka_ready.kafka_bootstrap_list)
-    try:
-        admin.delete_topics([name])
-    finally:
-        admin.close()
+    delete_topic(kafka_ready, name)
 
 
 @pytest.fixture(scope="session")
