@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -57,24 +58,33 @@ class Params:
 # -- transforms ----------------------------------------------------------------------
 
 
-def meters(readings):
-    """One row per (house_id, meter) with its label and normalised appliance name."""
-    from pyspark.sql import functions as F
+def meters(readings) -> pd.DataFrame:
+    """One row per (house_id, meter) with its label and normalised appliance name (the
+    greatest, should a meter have been relabelled), as a small pandas frame.
 
-    return readings.groupBy("house_id", "meter").agg(
-        F.max("label").alias("label"), F.max("appliance").alias("appliance")
-    )
+    Spark finds the distinct names with a hash aggregate; the per-meter maximum is taken
+    here. max() of a string column in Spark would sort every reading (a sort aggregate),
+    and the optimizer folds a distinct followed by max() back into that sort.
+    """
+    names = readings.select("house_id", "meter", "label", "appliance").distinct().toPandas()
+
+    def greatest(values: pd.Series):
+        present = [v for v in values if isinstance(v, str)]
+        return max(present) if present else None
+
+    found = names.groupby(["house_id", "meter"], as_index=False, sort=True).agg(
+        label=("label", greatest), appliance=("appliance", greatest))
+    return found.astype({"meter": "int32"})
 
 
-def meter_stats(readings, meter_info: pd.DataFrame, house_tz: dict[str, str], params: Params,
+def meter_stats(readings, house_tz: dict[str, str], params: Params,
                 energy_days: tuple[dt.date, dt.date], threshold_days: tuple[dt.date, dt.date]):
     """One pass per (house, meter): hour rows for `energy_days`, one threshold row over `threshold_days`.
 
     Both results need a meter's readings in time order, so one shuffle serves both;
-    the threshold row has a null `day`.
+    the threshold row has a null `day`. A meter is mains (and gets the mains cap) when
+    its readings say so, so this pass needs nothing computed before it.
     """
-    mains = {(h, m) for h, m, a in meter_info[["house_id", "meter", "appliance"]].itertuples(index=False)
-             if a == "mains"}
     epoch = dt.date(1970, 1, 1)
     window = [(d - epoch).days for d in threshold_days]
 
@@ -82,7 +92,7 @@ def meter_stats(readings, meter_info: pd.DataFrame, house_tz: dict[str, str], pa
         house_id, meter = group["house_id"].iat[0], int(group["meter"].iat[0])
         tz = house_tz.get(house_id, params.default_tz)
         ts_s, power_w = group["ts_s"].to_numpy(), group["power_w"].to_numpy()
-        cap_s = params.mains_cap_s if (house_id, meter) in mains else params.circuit_cap_s
+        cap_s = params.mains_cap_s if group["is_mains"].any() else params.circuit_cap_s
         hours = energy.hourly_pieces(ts_s, power_w, cap_s, tz)
         hours = hours[(hours["day"] >= energy_days[0]) & (hours["day"] <= energy_days[1])]
         hours.insert(0, "meter", meter)
@@ -99,7 +109,10 @@ def meter_stats(readings, meter_info: pd.DataFrame, house_tz: dict[str, str], pa
         hour_rows = hours[HOUR_COLUMNS].assign(threshold_w=np.nan, threshold_samples=0, hourly=None)
         return pd.concat([hour_rows, threshold_row], ignore_index=True)
 
-    columns = readings.select("house_id", "meter", "ts_s", "power_w")
+    from pyspark.sql import functions as F
+
+    columns = readings.select("house_id", "meter", "ts_s", "power_w",
+                              F.coalesce(F.col("appliance") == "mains", F.lit(False)).alias("is_mains"))
     return columns.groupBy("house_id", "meter").applyInPandas(per_meter, STATS_SCHEMA)
 
 
@@ -225,16 +238,36 @@ def read_readings(spark, settings: config.Settings, readings_path: str | None, f
     )
 
 
-def read_houses(spark, settings: config.Settings, houses_path: str | None):
-    """house_id, zip, tz of every known house (Cassandra `houses`, or a Parquet/JSON file)."""
+HOUSES_SCHEMA = "house_id string, zip string, tz string"
+
+
+def read_houses(settings: config.Settings, houses_path: str | None) -> pd.DataFrame:
+    """house_id, zip, tz of every known house (Cassandra `houses`, or a Parquet/JSON-lines file).
+
+    A small dimension (a row per house), read on the driver: a Spark job here would cost
+    more in start-up than the read itself.
+    """
     if houses_path:
-        reader = spark.read.json if houses_path.endswith(".json") else spark.read.parquet
-        return reader(houses_path).select("house_id", "zip", "tz")
-    return (
-        spark.read.format("org.apache.spark.sql.cassandra")
-        .options(keyspace=settings.cassandra_keyspace, table="houses").load()
-        .select("house_id", "zip", "tz")
-    )
+        if houses_path.endswith(".json"):
+            frame = pd.read_json(houses_path, lines=True, dtype={"house_id": str, "zip": str, "tz": str})
+        else:
+            import pyarrow.parquet as pq
+
+            frame = pq.read_table(houses_path).to_pandas()
+        for column in ("zip", "tz"):
+            if column not in frame:
+                frame[column] = None
+    else:
+        from smw import cql
+
+        handle, session = cql.connect(settings)
+        try:
+            frame = pd.DataFrame(list(session.execute("SELECT house_id, zip, tz FROM houses")),
+                                 columns=["house_id", "zip", "tz"])
+        finally:
+            handle.shutdown()
+    frame = frame[["house_id", "zip", "tz"]].astype(object)
+    return frame.where(frame.notna(), None)
 
 
 def write_table(frame, settings: config.Settings, table: str) -> None:
@@ -276,15 +309,25 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     from pyspark.sql import functions as F
 
     t0 = time.perf_counter()
-    houses_df = read_houses(spark, settings, houses_path).cache()
-    house_rows = houses_df.collect()
-    house_tz = {row.house_id: row.tz for row in house_rows if row.tz}
-    known = {row.house_id for row in house_rows}
+    houses = read_houses(settings, houses_path)
+    houses_df = F.broadcast(spark.createDataFrame(houses, HOUSES_SCHEMA))
+    house_tz = {h: tz for h, tz in zip(houses["house_id"], houses["tz"]) if tz}
+    known = set(houses["house_id"])
 
     window_first = last_day - dt.timedelta(days=params.window_days - 1)
     readings = read_readings(spark, settings, readings_path, min(first_day, window_first), last_day)
-    meter_info = meters(readings).toPandas()
-    log.info("%d houses, %d meters found in %.1f s", len(known), len(meter_info), time.perf_counter() - t0)
+    stats = meter_stats(readings, house_tz, params, (first_day, last_day), (window_first, last_day)).cache()
+    if write is not False:
+        # The per-meter pass (the one shuffle of the readings) and the scan for meter names
+        # need nothing of each other: side by side, each hides the other's start-up.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pass") as pool:
+            stats_rows = pool.submit(stats.count)
+            meter_info = meters(readings)
+            log.info("%d houses, %d meters found in %.1f s", len(known), len(meter_info), time.perf_counter() - t0)
+            log.info("per-meter pass: %d hour and threshold rows in %.1f s", stats_rows.result(),
+                     time.perf_counter() - t0)
+    else:
+        meter_info = meters(readings)
     unknown = sorted(set(meter_info["house_id"]) - known)
     if unknown:
         log.warning("%d house(s) with readings but no metadata (time zone %s, no zip): %s",
@@ -295,8 +338,6 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
         "house_id string, tz string",
     ))
 
-    stats = meter_stats(readings, meter_info, house_tz, params, (first_day, last_day), (window_first, last_day))
-    stats = stats.cache()
     hourly = stats.where(F.col("day").isNotNull()).select(*HOUR_COLUMNS)
     daily = daily_energy(hourly, meter_info_df, house_tz_df).cache()
     totals = house_totals(daily).cache()
@@ -309,13 +350,23 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     }
     computed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     outputs["thresholds"] = thresholds(stats, meter_info_df, params, computed_at)
-    for table, frame in outputs.items():
+    if write is False:
+        return outputs
+
+    def emit(table: str) -> None:
         t_table = time.perf_counter()
         if write:
-            write_table(frame, settings, table)
+            write_table(outputs[table], settings, table)
             log.info("%s written in %.1f s", table, time.perf_counter() - t_table)
-        elif write is None:
-            log.info("%s: %d rows computed in %.1f s (not written)", table, frame.count(), time.perf_counter() - t_table)
+        else:
+            log.info("%s: %d rows computed in %.1f s (not written)", table, outputs[table].count(),
+                     time.perf_counter() - t_table)
+
+    # The outputs are small jobs over cached rows, bound by Cassandra's write latency and by
+    # job start-up, not by the cores: run side by side, the hourly rollup's write hides the rest.
+    with ThreadPoolExecutor(max_workers=len(outputs), thread_name_prefix="write") as pool:
+        for done in [pool.submit(emit, table) for table in outputs]:
+            done.result()
     log.info("nightly %s..%s done in %.1f s", first_day, last_day, time.perf_counter() - t0)
     return outputs
 

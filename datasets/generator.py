@@ -359,12 +359,20 @@ def resample(ts_s: np.ndarray, power_w: np.ndarray, channel: np.ndarray, origin_
     if len(ts_s) == 0:
         return ts_s, power_w, channel
     slot = np.floor((ts_s - origin_s) / period_s).astype(np.int64)
+    first_slot = int(slot.min())
     n_channels = int(channel.max()) + 1
-    key = (slot - slot.min()) * n_channels + channel
-    unique, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    mean_w = np.bincount(inverse, weights=power_w) / counts
+    key = (slot - first_slot) * n_channels + channel
+    bins = (int(slot.max()) - first_slot + 1) * n_channels
+    if bins <= max(4 * len(key), 1 << 20):
+        # Dense keys (the usual case: a day of periods x channels): counting, no sort.
+        counts = np.bincount(key, minlength=bins)
+        unique = np.flatnonzero(counts)
+        mean_w = np.bincount(key, weights=power_w, minlength=bins)[unique] / counts[unique]
+    else:
+        unique, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        mean_w = np.bincount(inverse, weights=power_w) / counts
     out_channel = (unique % n_channels).astype(channel.dtype)
-    out_ts = origin_s + (unique // n_channels + slot.min()) * period_s
+    out_ts = origin_s + (unique // n_channels + first_slot) * period_s
     return out_ts.astype(np.float64), mean_w, out_channel
 
 

@@ -99,6 +99,26 @@ def test_thresholds(outputs):
     assert set(limits[("h1", 5)].hourly_threshold_w) == set(range(24))
 
 
+def test_mains_and_circuits_get_their_own_cap(spark, settings, tmp_path):
+    # The same readings, 40 s apart: a mains leg counts 30 s of each, a circuit all 40 s.
+    rows = rows_for("h1", 1, "mains", MIDNIGHT_NY, 10, 40, 100.0) + rows_for("h1", 4, "oven", MIDNIGHT_NY, 10, 40, 100.0)
+    readings, houses = write_inputs(tmp_path, rows, [{"house_id": "h1", "zip": "02139", "tz": "America/New_York"}])
+    result = nightly.run(spark, settings, nightly.Params(), DAY, DAY, readings, houses, write=False)
+    daily = {r.meter: r.energy_kwh for r in result["daily_energy_by_house"].collect()}
+    assert daily == {1: pytest.approx(9 * 30 * 100 / 3.6e6), 4: pytest.approx(9 * 40 * 100 / 3.6e6)}
+
+
+def test_meters_one_row_each_even_when_relabelled(spark):
+    readings = spark.createDataFrame(
+        [("h1", 1, "mains", "mains"), ("h1", 1, "mains", "mains"), ("h1", 5, "fridge", "refrigerator"),
+         ("h1", 5, "kitchen fridge", "refrigerator"), ("h2", 5, "oven", "oven")],
+        "house_id string, meter int, label string, appliance string",
+    ).union(spark.createDataFrame([("h2", 6, None, None)], "house_id string, meter int, label string, appliance string"))
+    found = {(r.house_id, r.meter): (r.label, r.appliance) for r in nightly.meters(readings).itertuples()}
+    assert found == {("h1", 1): ("mains", "mains"), ("h1", 5): ("kitchen fridge", "refrigerator"),
+                     ("h2", 5): ("oven", "oven"), ("h2", 6): (None, None)}
+
+
 @pytest.mark.integration
 def test_run_writes_cassandra_and_rerun_changes_nothing(spark, settings, tmp_path, cassandra_session):
     rows = rows_for("hx-cass", 1, "mains", MIDNIGHT_NY, 8640, 10, 100.0)
