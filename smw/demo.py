@@ -320,7 +320,7 @@ Smart Meter Watchdog demo is running: {url}
 
 Today's last {args.catch_up_hours:g} h are replayed at {args.speed:g}x, then readings go on in real time
 with injected spikes; new alerts keep arriving ({url}/houses/<house>/live shows live power).
-Logs: {demo.home / 'logs'}/   Stop everything: make demo-stop (then make down for the services)
+Logs: {demo.home / 'logs'}/   Stop it all (jobs, web app, services): make demo-stop
 Ready in {time.monotonic() - demo.t0:.0f} s.""")
     return 0
 

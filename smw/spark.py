@@ -36,6 +36,10 @@ def base_conf(settings: config.Settings) -> dict[str, str]:
         # Unlogged batches per partition of up to 16 KiB instead of 1 KiB: the nightly's
         # hourly rollup (a partition per house-day) writes in half the time on one node.
         "spark.cassandra.output.batch.size.bytes": "16384",
+        # Batches in flight per task: one node acknowledges a write after a group commit-log
+        # sync, so throughput follows concurrency; 16 is where the hourly write stops gaining
+        # (demo: 17.9 s at the default 5, 12.5 s at 16, 12.6 s at 32).
+        "spark.cassandra.output.concurrent.writes": "16",
     }
     if settings.cassandra_username:
         conf["spark.cassandra.auth.username"] = settings.cassandra_username
