@@ -385,6 +385,7 @@ class Generator:
         start = date.fromisoformat(config.start_date)
         self.start_midnight_utc_s = int(datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp())
         self.plans = [plan_house(i, self.sources, config.seed, start.year) for i in range(1, config.houses + 1)]
+        self._period_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         # Per source: channel -> index into its de-duplicated label / appliance dictionaries.
         self._dictionaries = []
         for source in self.sources:
@@ -406,25 +407,46 @@ class Generator:
     def house_day(self, plan: HousePlan, day: int) -> HouseDay:
         """Readings of one derived house-day: relocated, scaled, jittered, with spikes added."""
         source = self.sources[plan.source]
-        source_day = source.days[(plan.first_source_day + day) % len(source.days)]
+        source_index = (plan.first_source_day + day) % len(source.days)
+        source_day = source.days[source_index]
         factors = plan.scale * np.asarray(plan.channel_jitter)
-        ts_s = source_day.ts_rel_s.astype(np.float64) + self.day_start_ts_s(plan, day)
+        day_start_s = self.day_start_ts_s(plan, day)
+        rng, count = self._spike_draw(plan, day, source)
+        if self.config.period_s and count == 0:
+            # Scaling is per channel, so the period means of a derived day are the source
+            # day's period means, scaled: computed once per source day, not per house-day.
+            rel_ts_s, mean_w, channel = self._period_means(plan.source, source_index)
+            return HouseDay(plan, day, rel_ts_s + day_start_s, mean_w * factors[channel], channel, [])
+        ts_s = source_day.ts_rel_s.astype(np.float64) + day_start_s
         power_w = source_day.power_w * factors[source_day.channel]
-        spikes = self._inject_spikes(plan, day, source, source_day, ts_s, power_w)
+        spikes = self._inject_spikes(rng, count, plan, day, source, source_day, ts_s, power_w)
         channel = source_day.channel
         if self.config.period_s:
-            ts_s, power_w, channel = resample(ts_s, power_w, channel, self.day_start_ts_s(plan, day),
-                                              self.config.period_s)
+            ts_s, power_w, channel = resample(ts_s, power_w, channel, day_start_s, self.config.period_s)
         return HouseDay(plan, day, ts_s, power_w, channel, spikes)
 
-    def _inject_spikes(self, plan: HousePlan, day: int, source: SourceHouse, source_day: SourceDay,
-                       ts_s: np.ndarray, power_w: np.ndarray) -> list[Spike]:
-        """Add spikes to `power_w` in place and return their ground truth."""
-        # Own stream per house-day: the base readings are identical with or without spikes.
+    def _period_means(self, source: int, day_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(period start relative to the day's start, mean power, channel) of a source day."""
+        key = (source, day_index)
+        if key not in self._period_cache:
+            source_day = self.sources[source].days[day_index]
+            self._period_cache[key] = resample(source_day.ts_rel_s.astype(np.float64), source_day.power_w,
+                                               source_day.channel, 0.0, self.config.period_s)
+        return self._period_cache[key]
+
+    def _spike_draw(self, plan: HousePlan, day: int, source: SourceHouse) -> tuple[np.random.Generator, int]:
+        """The house-day's own random stream and its number of spikes. Its own stream: the
+        base readings are identical with or without spikes."""
         rng = np.random.default_rng([self.config.seed, plan.index, day, 0x5B1CE])
+        count = int(rng.poisson(self.config.spikes_per_house_day)) if len(source.circuit_channels) else 0
+        return rng, count
+
+    def _inject_spikes(self, rng: np.random.Generator, count: int, plan: HousePlan, day: int,
+                       source: SourceHouse, source_day: SourceDay, ts_s: np.ndarray, power_w: np.ndarray
+                       ) -> list[Spike]:
+        """Add `count` spikes to `power_w` in place and return their ground truth."""
         circuits = source.circuit_channels
         mains = source.mains_channels
-        count = rng.poisson(self.config.spikes_per_house_day) if len(circuits) else 0
         spikes = []
         for number in range(count):
             channel = int(rng.choice(circuits))

@@ -234,6 +234,22 @@ def test_period_applies_to_every_house_day_and_keeps_spikes_visible():
     assert [s.spike_id for s in a.spikes] == [s.spike_id for s in b.spikes]
 
 
+def test_period_means_without_spikes_equal_resampling_each_house_day():
+    # House-days without spikes come from each source day's period means, scaled per
+    # channel; they must equal resampling the full-rate house-day itself.
+    from datasets.generator import Generator, GeneratorConfig, resample
+
+    fine = Generator(GeneratorConfig(houses=3, days=4, seed=5, spikes_per_house_day=0))
+    coarse = Generator(GeneratorConfig(houses=3, days=4, seed=5, spikes_per_house_day=0, period_s=60.0))
+    for plan_fine, plan_coarse in zip(fine.plans, coarse.plans):
+        for day in range(4):
+            a, b = fine.house_day(plan_fine, day), coarse.house_day(plan_coarse, day)
+            ts, power, channel = resample(a.ts_s, a.power_w, a.channel, fine.day_start_ts_s(plan_fine, day), 60.0)
+            assert np.array_equal(b.ts_s, ts) and np.array_equal(b.channel, channel)
+            np.testing.assert_allclose(b.power_w, power, rtol=1e-12)
+    assert len(coarse._period_cache) < 3 * 4  # source days are shared between houses
+
+
 def test_on_level_is_measured_above_the_standby_draw():
     # A kitchen circuit: 35 W standby all day, loads of 1,100-1,300 W 1 % of the time.
     rng = np.random.default_rng(1)
