@@ -19,6 +19,7 @@ PYTEST_ARGS ?=
 
 STAMP_VENV  := $(VENV)/.installed
 STAMP_JARS  := .deps/.jars-installed
+SPARK_DEFAULTS := $(SPARK_CONF_DIR)/spark-defaults.conf
 STAMP_NODE  := infra/reqlite/node_modules/.installed
 MAVEN_POMS  := infra/maven/pom.xml $(wildcard infra/maven/*/pom.xml)
 
@@ -30,7 +31,7 @@ help: ## List the targets
 
 ## ---------------------------------------------------------------- setup
 .PHONY: setup
-setup: $(STAMP_VENV) $(STAMP_JARS) $(STAMP_NODE) ## Install everything: .venv, Maven jars (Kafka, Cassandra, Spark connectors), reqlite
+setup: $(STAMP_VENV) $(STAMP_JARS) $(SPARK_DEFAULTS) $(STAMP_NODE) ## Install everything: .venv, Maven jars (Kafka, Cassandra, Spark connectors), reqlite
 	@echo "setup complete"
 
 $(STAMP_VENV): pyproject.toml
@@ -43,6 +44,10 @@ $(STAMP_JARS): $(MAVEN_POMS) $(STAMP_VENV)
 	mvn -B -q -f infra/maven/pom.xml -Djars.dir=$(SMW_JARS_DIR) package
 	$(PY) -m smw.jars prune
 	@touch $@
+
+# Rewritten when the Spark settings in the code change, not only on a new jar set.
+$(SPARK_DEFAULTS): smw/spark.py smw/config.py $(STAMP_JARS)
+	$(PY) -c "from smw import spark; spark.write_spark_defaults()"
 
 $(STAMP_NODE): infra/reqlite/package.json infra/reqlite/package-lock.json
 	cd infra/reqlite && npm ci --no-audit --no-fund --loglevel=error
