@@ -1,6 +1,6 @@
 """Benchmark the nightly job against DuckDB computing the same outputs from the same Parquet.
 
-    python -m batch.bench [--sizes 10M,100M] [--days 7] [--repeats 3] [--work DIR]
+    python -m batch.bench [--sizes 10M,100M,600M:1] [--days 7] [--repeats 3] [--work DIR]
 
 For each size: generates houses (datasets.generator) until the readings reach the
 size, then times, side by side and alternating, the whole nightly job as
@@ -33,6 +33,12 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("KMG")) * factor)
 
 
+def parse_size_repeats(text: str, default_repeats: int) -> tuple[int, int]:
+    """'600M:1' -> (600_000_000, 1); '10M' -> (10_000_000, default_repeats)."""
+    size, _, repeats = text.partition(":")
+    return parse_size(size), int(repeats) if repeats else default_repeats
+
+
 def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
     """Generate about `readings` readings over `days` days; returns (readings, first day, last day)."""
     from datasets import generator
@@ -54,7 +60,9 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10M,100M", help="comma-separated reading counts (default 10M,100M)")
+    parser.add_argument("--sizes", default="10M,100M",
+                        help="comma-separated reading counts, each optionally with its own number of timed "
+                             "runs after a colon, e.g. 10M,100M,600M:1 (default 10M,100M)")
     parser.add_argument("--days", type=int, default=7, help="days of data per size (default 7)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine and size (default 3)")
     parser.add_argument("--work", help="folder for generated data (default: a temporary folder, deleted)")
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="smw-bench-batch-"))
     rows = []
     try:
-        for size in [parse_size(s) for s in args.sizes.split(",")]:
+        for size, repeats in [parse_size_repeats(s, args.repeats) for s in args.sizes.split(",")]:
             out = work / f"n{size}"
             t0 = time.perf_counter()
             readings, first, last = generate(out, size, args.days, seed=size % 1000)
@@ -79,22 +87,22 @@ def main(argv: list[str] | None = None) -> int:
             spark_cmd = [os.path.join(venv_bin, "spark-submit"), "batch/nightly.py", "--no-write", *inputs]
             duck_cmd = [sys.executable, "-m", "batch.reference", *inputs]
             spark_s, duck_s = [], []
-            for run in range(args.repeats):
+            for run in range(repeats):
                 spark_s.append(timed(spark_cmd, env))
                 duck_s.append(timed(duck_cmd, env))
                 print(f"  run {run + 1}: spark {spark_s[-1]:.1f} s, duckdb {duck_s[-1]:.1f} s", flush=True)
-            rows.append((readings, statistics.median(spark_s), statistics.median(duck_s)))
+            rows.append((readings, statistics.median(spark_s), statistics.median(duck_s), repeats))
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
     finally:
         if not args.keep and not args.work:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{'readings':>14} {'spark s':>9} {'duckdb s':>9} {'ratio':>6} {'spark readings/s':>17}")
-    for readings, spark_med, duck_med in rows:
+    print(f"\n{'readings':>14} {'spark s':>9} {'duckdb s':>9} {'ratio':>6} {'spark readings/s':>17} {'runs':>5}")
+    for readings, spark_med, duck_med, repeats in rows:
         print(f"{readings:>14,} {spark_med:>9.1f} {duck_med:>9.1f} {spark_med / duck_med:>6.2f} "
-              f"{readings / spark_med:>17,.0f}")
-    for (n0, s0, _), (n1, s1, _) in zip(rows, rows[1:]):
+              f"{readings / spark_med:>17,.0f} {repeats:>5}")
+    for (n0, s0, _, _), (n1, s1, _, _) in zip(rows, rows[1:]):
         print(f"scaling {n0:,} -> {n1:,}: data x{n1 / n0:.1f}, spark time x{s1 / s0:.2f}")
     return 0
 
