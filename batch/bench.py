@@ -24,7 +24,6 @@ from pathlib import Path
 
 from smw import config
 
-READINGS_PER_HOUSE_DAY = 720_000  # about what the synthetic REDD-like houses produce
 
 
 def parse_size(text: str) -> int:
@@ -39,12 +38,28 @@ def parse_size_repeats(text: str, default_repeats: int) -> tuple[int, int]:
     return parse_size(size), int(repeats) if repeats else default_repeats
 
 
-def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
-    """Generate about `readings` readings over `days` days; returns (readings, first day, last day)."""
+def houses_for(readings: int, days: int, seed: int) -> int:
+    """The fewest generated houses whose `days` days hold at least `readings` readings,
+    counted from the house plans (a house-day has its source day's readings)."""
     from datasets import generator
 
-    houses = max(1, round(readings / (READINGS_PER_HOUSE_DAY * days)))
-    cfg = generator.GeneratorConfig(houses=houses, days=days, seed=seed)
+    sources = generator.load_sources("synthetic", seed)
+    year = dt.date.fromisoformat(generator.DEFAULT_START_DATE).year
+    total, houses = 0, 0
+    while total < readings:
+        houses += 1
+        plan = generator.plan_house(houses, sources, seed, year)
+        source = sources[plan.source]
+        total += sum(len(source.days[(plan.first_source_day + day) % len(source.days)].ts_rel_s)
+                     for day in range(days))
+    return houses
+
+
+def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
+    """Generate at least `readings` readings over `days` days; returns (readings, first day, last day)."""
+    from datasets import generator
+
+    cfg = generator.GeneratorConfig(houses=houses_for(readings, days, seed), days=days, seed=seed)
     summary = generator.generate(cfg, out, "parquet")
     first = dt.date.fromisoformat(cfg.start_date)
     return summary.readings, first.isoformat(), (first + dt.timedelta(days=days - 1)).isoformat()
