@@ -73,6 +73,22 @@ def timed(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - t0
 
 
+def timed_or_failed(command: list[str], env: dict[str, str], engine: str) -> float:
+    """Seconds, or NaN (reported) when the engine fails, e.g. out of memory at a large size:
+    the other engine's time at that size still counts."""
+    try:
+        return timed(command, env)
+    except RuntimeError as exc:
+        last = [line for line in str(exc).splitlines() if line.strip()][-6:]
+        print(f"  {engine} failed:\n    " + "\n    ".join(last), flush=True)
+        return float("nan")
+
+
+def median(values: list[float]) -> float:
+    done = [v for v in values if v == v]
+    return statistics.median(done) if done else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10M,100M",
@@ -104,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             spark_s, duck_s = [], []
             for run in range(repeats):
                 spark_s.append(timed(spark_cmd, env))
-                duck_s.append(timed(duck_cmd, env))
-                print(f"  run {run + 1}: spark {spark_s[-1]:.1f} s, duckdb {duck_s[-1]:.1f} s", flush=True)
-            rows.append((readings, statistics.median(spark_s), statistics.median(duck_s), repeats))
+                print(f"  run {run + 1}: spark {spark_s[-1]:.1f} s", flush=True)
+                duck_s.append(timed_or_failed(duck_cmd, env, "duckdb"))
+                print(f"  run {run + 1}: duckdb {duck_s[-1]:.1f} s", flush=True)
+            rows.append((readings, median(spark_s), median(duck_s), repeats))
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
     finally:
