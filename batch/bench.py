@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import shutil
 import statistics
@@ -38,29 +39,21 @@ def parse_size_repeats(text: str, default_repeats: int) -> tuple[int, int]:
     return parse_size(size), int(repeats) if repeats else default_repeats
 
 
-def houses_for(readings: int, days: int, seed: int) -> int:
-    """The fewest generated houses whose `days` days hold at least `readings` readings,
-    counted from the house plans (a house-day has its source day's readings)."""
+def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
+    """Generate at least `readings` readings over `days` days, with the fewest houses that
+    hold them (counted from the house plans); returns (readings, first day, last day)."""
     from datasets import generator
 
     sources = generator.load_sources("synthetic", seed)
-    year = dt.date.fromisoformat(generator.DEFAULT_START_DATE).year
-    total, houses = 0, 0
+    shortest_day = min(len(day.ts_rel_s) for source in sources for day in source.days)
+    upper = generator.Generator(generator.GeneratorConfig(
+        houses=readings // (shortest_day * days) + 1, days=days, seed=seed), sources)
+    total = houses = 0
     while total < readings:
+        total += upper.source_readings(upper.plans[houses])
         houses += 1
-        plan = generator.plan_house(houses, sources, seed, year)
-        source = sources[plan.source]
-        total += sum(len(source.days[(plan.first_source_day + day) % len(source.days)].ts_rel_s)
-                     for day in range(days))
-    return houses
-
-
-def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
-    """Generate at least `readings` readings over `days` days; returns (readings, first day, last day)."""
-    from datasets import generator
-
-    cfg = generator.GeneratorConfig(houses=houses_for(readings, days, seed), days=days, seed=seed)
-    summary = generator.generate(cfg, out, "parquet")
+    cfg = generator.GeneratorConfig(houses=houses, days=days, seed=seed)
+    summary = generator.generate(cfg, out, "parquet", sources=sources)
     first = dt.date.fromisoformat(cfg.start_date)
     return summary.readings, first.isoformat(), (first + dt.timedelta(days=days - 1)).isoformat()
 
@@ -85,7 +78,8 @@ def timed_or_failed(command: list[str], env: dict[str, str], engine: str) -> flo
 
 
 def median(values: list[float]) -> float:
-    done = [v for v in values if v == v]
+    """The median of the runs that finished; NaN if none did."""
+    done = [v for v in values if not math.isnan(v)]
     return statistics.median(done) if done else float("nan")
 
 

@@ -22,16 +22,28 @@ log = logging.getLogger(__name__)
 COLUMNS = ("house_id", "zip", "geohash", "tz", "lat", "lon")
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of a houses file, Parquet or JSON lines, as they are (not validated)."""
+    if path.suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    import json
+
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def registered(settings: config.Settings) -> list[dict]:
+    """house_id, zip and tz of every house in Cassandra's `houses` table."""
+    handle, session = cql.connect(settings)
+    try:
+        return [row._asdict() for row in session.execute("SELECT house_id, zip, tz FROM houses")]
+    finally:
+        handle.shutdown()
+
+
 def read_houses(path: Path) -> list[dict]:
     """House records from Parquet or JSON lines; every record needs house_id and a valid tz."""
-    if path.suffix == ".parquet":
-        records = pq.read_table(path).to_pylist()
-    else:
-        import json
-
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     houses = []
-    for number, record in enumerate(records, start=1):
+    for number, record in enumerate(read_records(path), start=1):
         if not record.get("house_id"):
             raise ValueError(f"{path}: record {number} has no house_id")
         try:

@@ -17,6 +17,7 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -247,27 +248,12 @@ def read_houses(settings: config.Settings, houses_path: str | None) -> pd.DataFr
     A small dimension (a row per house), read on the driver: a Spark job here would cost
     more in start-up than the read itself.
     """
-    if houses_path:
-        if houses_path.endswith(".json"):
-            frame = pd.read_json(houses_path, lines=True, dtype={"house_id": str, "zip": str, "tz": str})
-        else:
-            import pyarrow.parquet as pq
+    from batch import houses
 
-            frame = pq.read_table(houses_path).to_pandas()
-        for column in ("zip", "tz"):
-            if column not in frame:
-                frame[column] = None
-    else:
-        from smw import cql
-
-        handle, session = cql.connect(settings)
-        try:
-            frame = pd.DataFrame(list(session.execute("SELECT house_id, zip, tz FROM houses")),
-                                 columns=["house_id", "zip", "tz"])
-        finally:
-            handle.shutdown()
-    frame = frame[["house_id", "zip", "tz"]].astype(object)
-    return frame.where(frame.notna(), None)
+    records = houses.read_records(Path(houses_path)) if houses_path else houses.registered(settings)
+    columns = ["house_id", "zip", "tz"]
+    return pd.DataFrame([[None if r.get(c) is None else str(r[c]) for c in columns] for r in records],
+                        columns=columns, dtype=object)
 
 
 def write_table(frame, settings: config.Settings, table: str) -> None:
@@ -317,17 +303,15 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     window_first = last_day - dt.timedelta(days=params.window_days - 1)
     readings = read_readings(spark, settings, readings_path, min(first_day, window_first), last_day)
     stats = meter_stats(readings, house_tz, params, (first_day, last_day), (window_first, last_day)).cache()
-    if write is not False:
-        # The per-meter pass (the one shuffle of the readings) and the scan for meter names
-        # need nothing of each other: side by side, each hides the other's start-up.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pass") as pool:
-            stats_rows = pool.submit(stats.count)
-            meter_info = meters(readings)
-            log.info("%d houses, %d meters found in %.1f s", len(known), len(meter_info), time.perf_counter() - t0)
+    # The per-meter pass (the one shuffle of the readings) and the scan for meter names
+    # need nothing of each other: side by side, each hides the other's start-up.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass") as pool:
+        stats_rows = pool.submit(stats.count) if write is not False else None
+        meter_info = meters(readings)
+        log.info("%d houses, %d meters found in %.1f s", len(known), len(meter_info), time.perf_counter() - t0)
+        if stats_rows is not None:
             log.info("per-meter pass: %d hour and threshold rows in %.1f s", stats_rows.result(),
                      time.perf_counter() - t0)
-    else:
-        meter_info = meters(readings)
     unknown = sorted(set(meter_info["house_id"]) - known)
     if unknown:
         log.warning("%d house(s) with readings but no metadata (time zone %s, no zip): %s",

@@ -196,12 +196,10 @@ def on_level_w(power_w: np.ndarray) -> float:
     never rises above that (a steady load) is measured over its readings above ON_FLOOR_W;
     one that never exceeds ON_FLOOR_W has an on level of 0.
     """
+    from batch.energy import off_level
+
     power_w = np.asarray(power_w, dtype=np.float64)
-    if not len(power_w):
-        return 0.0
-    on = power_w[power_w > max(ON_FLOOR_W, STANDBY_RATIO * float(np.median(power_w)))]
-    if not len(on):
-        on = power_w[power_w > ON_FLOOR_W]
+    on = power_w[power_w > off_level(power_w, ON_FLOOR_W, STANDBY_RATIO)]
     return float(np.quantile(on, ON_QUANTILE)) if len(on) else 0.0
 
 
@@ -407,8 +405,7 @@ class Generator:
     def house_day(self, plan: HousePlan, day: int) -> HouseDay:
         """Readings of one derived house-day: relocated, scaled, jittered, with spikes added."""
         source = self.sources[plan.source]
-        source_index = (plan.first_source_day + day) % len(source.days)
-        source_day = source.days[source_index]
+        source_index = self.source_day_index(plan, day)
         factors = plan.scale * np.asarray(plan.channel_jitter)
         day_start_s = self.day_start_ts_s(plan, day)
         rng, count = self._spike_draw(plan, day, source)
@@ -417,6 +414,7 @@ class Generator:
             # day's period means, scaled: computed once per source day, not per house-day.
             rel_ts_s, mean_w, channel = self._period_means(plan.source, source_index)
             return HouseDay(plan, day, rel_ts_s + day_start_s, mean_w * factors[channel], channel, [])
+        source_day = source.days[source_index]
         ts_s = source_day.ts_rel_s.astype(np.float64) + day_start_s
         power_w = source_day.power_w * factors[source_day.channel]
         spikes = self._inject_spikes(rng, count, plan, day, source, source_day, ts_s, power_w)
@@ -424,6 +422,16 @@ class Generator:
         if self.config.period_s:
             ts_s, power_w, channel = resample(ts_s, power_w, channel, day_start_s, self.config.period_s)
         return HouseDay(plan, day, ts_s, power_w, channel, spikes)
+
+    def source_day_index(self, plan: HousePlan, day: int) -> int:
+        """Which day of its source house a derived house's `day` replays."""
+        return (plan.first_source_day + day) % len(self.sources[plan.source].days)
+
+    def source_readings(self, plan: HousePlan) -> int:
+        """Readings of a derived house over the configured days at the source's own rates
+        (spikes change powers, never the number of readings)."""
+        days = self.sources[plan.source].days
+        return sum(len(days[self.source_day_index(plan, day)].ts_rel_s) for day in range(self.config.days))
 
     def _period_means(self, source: int, day_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(period start relative to the day's start, mean power, channel) of a source day."""
