@@ -399,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                         default_tz=args.zone, standby_ratio=args.standby_ratio)
     except (ValueError, KeyError) as exc:
         parser.error(str(exc))
+    for option, path in (("--houses", args.houses), ("--readings", args.readings)):
+        if path and not Path(path).exists():
+            parser.error(f"{option} {path}: no such file or folder")
     settings = config.from_args(args)
     if not (args.no_write and args.houses):
         check_cassandra(settings)

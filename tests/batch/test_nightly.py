@@ -140,6 +140,13 @@ def test_unreachable_cassandra_is_a_clear_error(settings):
         nightly.check_cassandra(settings.replace(cassandra_hosts="127.0.0.1", cassandra_port="1"))
 
 
+def test_missing_input_files_are_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        nightly.main(["--no-write", "--houses", str(tmp_path / "none.json"), "--readings", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "none.json: no such file or folder" in capsys.readouterr().err
+
+
 @pytest.mark.integration
 def test_houses_are_registered_from_a_generator_file(tmp_path, settings, cassandra_session):
     from batch import houses
