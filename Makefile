@@ -145,7 +145,7 @@ kcat: ## Install kcat (Debian package), the librdkafka reference producer of ben
 bench-ingest: init kcat ## Replay producer readings/s into Kafka (acks=all) side by side with kcat, medians of 5
 	$(PY) -m ingest.bench $(BENCH_INGEST_ARGS)
 
-bench-batch: setup ## Nightly job vs DuckDB on generated data at 10M and 100M readings (BENCH_BATCH_ARGS="--sizes 10M,100M,600M")
+bench-batch: setup ## Nightly job vs DuckDB, same six outputs, at 10M, 100M and 600M readings (BENCH_BATCH_ARGS="--sizes 10M,100M --work DIR")
 	$(PY) -m batch.bench $(BENCH_BATCH_ARGS)
 
 bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone (median of 3)

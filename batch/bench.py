@@ -6,13 +6,15 @@ For each size: generates houses (datasets.generator) until the readings reach th
 size, then times, side by side and alternating, the whole nightly job as
 `spark-submit batch/nightly.py --from .. --to .. --no-write` (daily, hourly, totals,
 appliance, zip and threshold outputs computed and counted; the JVM start included)
-and `python -m batch.reference` in DuckDB (daily energy and thresholds). Prints
-medians, the Spark/DuckDB ratio, and how time scales with size.
+and `python -m batch.reference`, the same six outputs in DuckDB from the same Parquet.
+Prints medians, the Spark/DuckDB ratio, and how time scales with size. `--work DIR`
+keeps the generated data there and uses it again on the next run.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import math
 import os
 import shutil
@@ -39,12 +41,11 @@ def parse_size_repeats(text: str, default_repeats: int) -> tuple[int, int]:
     return parse_size(size), int(repeats) if repeats else default_repeats
 
 
-def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
-    """Generate at least `readings` readings over `days` days, with the fewest houses that
-    hold them (counted from the house plans); returns (readings, first day, last day)."""
+def plan(readings: int, days: int, seed: int, sources=None):
+    """The generator configuration with the fewest houses whose plans hold at least `readings` readings."""
     from datasets import generator
 
-    sources = generator.load_sources("synthetic", seed)
+    sources = sources or generator.load_sources("synthetic", seed)
     shortest_day = min(len(day.ts_rel_s) for source in sources for day in source.days)
     upper = generator.Generator(generator.GeneratorConfig(
         houses=readings // (shortest_day * days) + 1, days=days, seed=seed), sources)
@@ -52,10 +53,32 @@ def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, 
     while total < readings:
         total += upper.source_readings(upper.plans[houses])
         houses += 1
-    cfg = generator.GeneratorConfig(houses=houses, days=days, seed=seed)
-    summary = generator.generate(cfg, out, "parquet", sources=sources)
+    return generator.GeneratorConfig(houses=houses, days=days, seed=seed), sources
+
+
+def generate(out: Path, readings: int, days: int, seed: int) -> tuple[int, str, str]:
+    """Generate at least `readings` readings over `days` days, with the fewest houses that
+    hold them (counted from the house plans); returns (readings, first day, last day).
+
+    A dataset already in `out` from the same configuration (its manifest.json says so)
+    is used as it is.
+    """
+    from dataclasses import asdict
+
+    from datasets import generator
+
+    cfg, sources = plan(readings, days, seed)
     first = dt.date.fromisoformat(cfg.start_date)
-    return summary.readings, first.isoformat(), (first + dt.timedelta(days=days - 1)).isoformat()
+    span = first.isoformat(), (first + dt.timedelta(days=days - 1)).isoformat()
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        previous = json.loads(manifest.read_text(encoding="utf-8"))
+        if previous.get("config") == json.loads(json.dumps(asdict(cfg))):
+            print(f"using the data already in {out}", flush=True)
+            return previous["summary"]["readings"], *span
+        shutil.rmtree(out)
+    summary = generator.generate(cfg, out, "parquet", sources=sources)
+    return summary.readings, *span
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -85,13 +108,14 @@ def median(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m batch.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10M,100M",
+    parser.add_argument("--sizes", default="10M,100M,600M:1",
                         help="comma-separated reading counts, each optionally with its own number of timed "
-                             "runs after a colon, e.g. 10M,100M,600M:1 (default 10M,100M)")
+                             "runs after a colon (default 10M,100M,600M:1: the original system's scale once)")
     parser.add_argument("--days", type=int, default=7, help="days of data per size (default 7)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine and size (default 3)")
-    parser.add_argument("--work", help="folder for generated data (default: a temporary folder, deleted)")
-    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--work", help="folder for generated data, kept; a size already generated there with the same "
+                             "configuration is used again (default: a temporary folder, deleted)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data (implied by --work)")
     args = parser.parse_args(argv)
 
     venv_bin = str(Path(sys.executable).parent)
@@ -118,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 duck_s.append(timed_or_failed(duck_cmd, env, "duckdb"))
                 print(f"  run {run + 1}: duckdb {duck_s[-1]:.1f} s", flush=True)
             rows.append((readings, median(spark_s), median(duck_s), repeats))
-            if not args.keep:
+            if not (args.keep or args.work):
                 shutil.rmtree(out, ignore_errors=True)
     finally:
         if not args.keep and not args.work:

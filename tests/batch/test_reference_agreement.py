@@ -27,6 +27,15 @@ def generated(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def fall_back(tmp_path_factory):
+    """Three houses in different zones over the night US clocks go back (2024-11-03), one mean per 15 s."""
+    out = tmp_path_factory.mktemp("fall-back")
+    generator.generate(generator.GeneratorConfig(houses=3, days=3, seed=5, start_date="2024-11-02", period_s=15.0),
+                       out, "parquet")
+    return out
+
+
 def compare(spark_daily, spark_limits, reference_daily, reference_limits):
     assert set(spark_daily) == set(reference_daily) and spark_daily
     for key, (energy_kwh, samples) in reference_daily.items():
@@ -37,21 +46,92 @@ def compare(spark_daily, spark_limits, reference_daily, reference_limits):
         assert spark_limits[key] == pytest.approx(threshold_w, rel=0.01), key
 
 
-def reference_outputs(readings_path, houses_path):
+def reference_outputs(readings_path, houses_path, first=FIRST, last=LAST):
+    """Daily energy split at local midnights and thresholds, from the DuckDB reference."""
     connection = reference.connect()
     daily = {(h, m, d): (e, n) for h, m, d, e, n in
-             reference.daily_energy(connection, readings_path, houses_path, FIRST, LAST)}
-    limits = {(h, m): t for h, m, t, _ in
-              reference.thresholds(connection, readings_path, houses_path, LAST - dt.timedelta(days=29), LAST)}
+             reference.daily_energy(connection, readings_path, houses_path, first, last)}
+    reference.nightly(connection, readings_path, houses_path, first, last)
+    limits = {(h, m): t for h, m, t in connection.execute("SELECT house_id, meter, threshold_w FROM thresholds").fetchall()}
     return daily, limits
 
 
-def test_spark_agrees_with_duckdb_on_generated_houses(spark, settings, generated):
-    readings_path, houses_path = str(generated / "readings"), str(generated / "houses.parquet")
-    out = nightly.run(spark, settings, nightly.Params(), FIRST, LAST, readings_path, houses_path, write=False)
-    daily = {(r.house_id, r.meter, r.day): (r.energy_kwh, r.samples) for r in out["daily_energy_by_house"].collect()}
-    limits = {(r.house_id, r.meter): r.threshold_w for r in out["thresholds"].collect()}
-    compare(daily, limits, *reference_outputs(readings_path, houses_path))
+# Each output: its key columns and its value columns, as in infra/cql/001_serving.cql.
+OUTPUT_COLUMNS = {
+    "hourly_energy": (["house_id", "day", "hour_start_s", "meter"], ["energy_kwh", "mean_w", "min_w", "max_w", "samples"]),
+    "daily_energy_by_house": (["house_id", "day", "meter"], ["label", "appliance", "energy_kwh", "coverage", "samples"]),
+    "daily_house_totals": (["house_id", "day"], ["mains_kwh", "circuits_kwh", "untracked_kwh", "coverage"]),
+    "daily_energy_by_appliance": (["appliance", "day", "house_id"], ["energy_kwh", "share_of_mains"]),
+    "daily_energy_by_zip": (["day", "zip"], ["energy_kwh", "houses"]),
+    "thresholds": (["house_id", "meter"], ["appliance", "quantile", "threshold_w", "hourly_threshold_w", "samples",
+                                           "window_days"]),
+}
+
+
+def spark_rows(frame, table):
+    from pyspark.sql import functions as F
+
+    if table == "hourly_energy":  # compared as epoch seconds: no client time zone in between
+        frame = frame.withColumn("hour_start_s", F.unix_seconds("hour_start"))
+    keys, values = OUTPUT_COLUMNS[table]
+    return {tuple(r[k] for k in keys): [r[v] for v in values] for r in frame.select(*keys, *values).collect()}
+
+
+def duckdb_rows(connection, table):
+    keys, values = OUTPUT_COLUMNS[table]
+    columns = [("epoch(hour_start) AS hour_start_s" if k == "hour_start_s" else k) for k in keys] + values
+    rows = connection.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
+    return {tuple(r[:len(keys)]): list(r[len(keys):]) for r in rows}
+
+
+def same_value(spark_value, duck_value):
+    if isinstance(duck_value, float) and spark_value is not None:
+        # Differences of two sums (untracked energy) are checked against the size of the sums.
+        return spark_value == pytest.approx(duck_value, rel=1e-9, abs=1e-9)
+    if isinstance(duck_value, dict):
+        return (spark_value is not None and set(spark_value) == set(duck_value)
+                and all(same_value(spark_value[h], w) for h, w in duck_value.items()))
+    return spark_value == duck_value
+
+
+@pytest.mark.parametrize("dataset, first, last", [
+    ("generated", FIRST, LAST),
+    ("fall_back", dt.date(2024, 11, 2), dt.date(2024, 11, 4)),
+])
+def test_every_output_agrees_with_duckdb(spark, settings, request, dataset, first, last):
+    """All six outputs, row for row: the same keys, energy to 1e-9, quantiles and counts exact."""
+    data = request.getfixturevalue(dataset)
+    readings_path, houses_path = str(data / "readings"), str(data / "houses.parquet")
+    out = nightly.run(spark, settings, nightly.Params(), first, last, readings_path, houses_path, write=False)
+    connection = reference.connect()
+    counts = reference.nightly(connection, readings_path, houses_path, first, last)
+    for table in reference.OUTPUTS:
+        expected, got = duckdb_rows(connection, table), spark_rows(out[table], table)
+        assert len(expected) == counts[table] and expected, table
+        assert set(got) == set(expected), table
+        for key, values in expected.items():
+            mismatched = [(c, g, e) for c, g, e in zip(OUTPUT_COLUMNS[table][1], got[key], values)
+                          if not same_value(g, e)]
+            assert not mismatched, (table, key, mismatched)
+
+
+def test_daily_energy_summed_from_hours_equals_the_midnight_split(fall_back):
+    """The reference's two derivations of daily energy agree, across a 25-hour day."""
+    readings_path, houses_path = str(fall_back / "readings"), str(fall_back / "houses.parquet")
+    first, last = dt.date(2024, 11, 2), dt.date(2024, 11, 4)
+    connection = reference.connect()
+    direct = {(h, m, d): (e, n) for h, m, d, e, n in
+              reference.daily_energy(connection, readings_path, houses_path, first, last)}
+    reference.nightly(connection, readings_path, houses_path, first, last)
+    summed = {(h, m, d): (e, n) for h, m, d, e, n in connection.execute(
+        "SELECT house_id, meter, day, energy_kwh, samples FROM daily_energy_by_house").fetchall()}
+    assert set(direct) == set(summed) and direct
+    for key, (energy_kwh, samples) in direct.items():
+        assert summed[key][0] == pytest.approx(energy_kwh, rel=1e-9, abs=1e-12), key
+        assert summed[key][1] == samples, key
+    coverage = connection.execute(
+        "SELECT max(coverage) FROM daily_energy_by_house WHERE day = DATE '2024-11-03'").fetchone()[0]
+    assert 0.9 < coverage <= 1.0 + 1e-12  # of a 25-hour day, not of 24 hours
 
 
 @pytest.mark.integration
