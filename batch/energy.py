@@ -1,8 +1,8 @@
 """Energy and threshold maths for one meter's readings, in numpy.
 
 These functions are the core of the nightly Spark job (run once per (house,
-meter) group through `applyInPandas`), kept free of Spark so that they are easy to
-test and to reason about.
+meter) in the Python workers, see `batch.nightly.partition_stats`), kept free of
+Spark so that they are easy to test and to reason about.
 
 Energy is the left Riemann sum E = Σ P_i · dt_i with dt_i = t_(i+1) − t_i capped at
 the meter's maximum sample period: a gap longer than the cap counts the reading

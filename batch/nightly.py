@@ -28,10 +28,12 @@ from smw import config
 
 log = logging.getLogger("batch.nightly")
 
-# Output of the per-meter pass: hour rows (day set) and one threshold row per meter (day null).
+# Output of the per-meter pass: hour rows (day set) and one row per meter (day null) with its
+# threshold, hour-of-day profile, label and appliance.
 STATS_SCHEMA = (
     "house_id string, meter int, day date, hour_start_s double, energy_j double, covered_s double, "
-    "samples long, min_w double, max_w double, threshold_w double, threshold_samples long, hourly array<double>"
+    "samples long, min_w double, max_w double, threshold_w double, threshold_samples long, hourly array<double>, "
+    "label string, appliance string"
 )
 HOUR_COLUMNS = ["house_id", "meter", "day", "hour_start_s", "energy_j", "covered_s", "samples", "min_w", "max_w"]
 
@@ -59,62 +61,138 @@ class Params:
 # -- transforms ----------------------------------------------------------------------
 
 
-def meters(readings) -> pd.DataFrame:
-    """One row per (house_id, meter) with its label and normalised appliance name (the
-    greatest, should a meter have been relabelled), as a small pandas frame.
+def stats_arrow_schema():
+    """STATS_SCHEMA as the Arrow schema of the batches the per-meter pass returns."""
+    import pyarrow as pa
 
-    Spark finds the distinct names with a hash aggregate; the per-meter maximum is taken
-    here. max() of a string column in Spark would sort every reading (a sort aggregate),
-    and the optimizer folds a distinct followed by max() back into that sort.
+    return pa.schema([
+        ("house_id", pa.string()), ("meter", pa.int32()), ("day", pa.date32()), ("hour_start_s", pa.float64()),
+        ("energy_j", pa.float64()), ("covered_s", pa.float64()), ("samples", pa.int64()), ("min_w", pa.float64()),
+        ("max_w", pa.float64()), ("threshold_w", pa.float64()), ("threshold_samples", pa.int64()),
+        ("hourly", pa.list_(pa.float64())), ("label", pa.string()), ("appliance", pa.string()),
+    ])
+
+
+def meter_rows(house_id: str, meter: int, label: str | None, appliance: str | None, ts_s: np.ndarray,
+               power_w: np.ndarray, is_mains: bool, house_tz: dict[str, str], params: Params,
+               energy_days: tuple[dt.date, dt.date], threshold_days: tuple[dt.date, dt.date]) -> pd.DataFrame:
+    """One meter's rows of the per-meter pass: its hours within `energy_days`, then its threshold
+    row, which also carries the meter's label and appliance."""
+    tz = house_tz.get(house_id, params.default_tz)
+    cap_s = params.mains_cap_s if is_mains else params.circuit_cap_s
+    hours = energy.hourly_pieces(ts_s, power_w, cap_s, tz)
+    hours = hours[(hours["day"] >= energy_days[0]) & (hours["day"] <= energy_days[1])]
+    hours.insert(0, "meter", meter)
+    hours.insert(0, "house_id", house_id)
+    epoch = dt.date(1970, 1, 1)
+    local_day = np.floor(energy.local_seconds(ts_s, tz) / 86400.0)
+    in_window = (local_day >= (threshold_days[0] - epoch).days) & (local_day <= (threshold_days[1] - epoch).days)
+    threshold_w, samples, profile = energy.quantile_thresholds(
+        ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w, params.min_hour_samples,
+        params.standby_ratio,
+    )
+    threshold_row = pd.DataFrame({"house_id": [house_id], "meter": [meter], "day": [None],
+                                  "threshold_w": [threshold_w], "threshold_samples": [samples], "hourly": [profile],
+                                  "label": [label], "appliance": [appliance]})
+    hour_rows = hours[HOUR_COLUMNS].assign(threshold_w=np.nan, threshold_samples=0, hourly=None, label=None,
+                                           appliance=None)
+    return pd.concat([hour_rows, threshold_row], ignore_index=True)
+
+
+def _ranks(column) -> tuple[np.ndarray, list[str]]:
+    """A string column as ranks into its sorted distinct values (-1 for null), and those values."""
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    values = encoded.dictionary.to_pylist()
+    rank_of_code = np.argsort(np.argsort(np.array(values, dtype=object))) if values else np.zeros(0, np.int64)
+    codes = encoded.indices.fill_null(-1).to_numpy().astype(np.int64) if len(encoded) else np.zeros(0, np.int64)
+    ranks = np.where(codes >= 0, rank_of_code[np.maximum(codes, 0)] if values else -1, -1)
+    return ranks, sorted(values)
+
+
+def partition_stats(batches, house_tz: dict[str, str], params: Params, energy_days: tuple[dt.date, dt.date],
+                    threshold_days: tuple[dt.date, dt.date]):
+    """Arrow batches of readings (house_id, meter, label, appliance, ts_s, power_w) holding whole
+    meters -> one Arrow batch of their `meter_rows`. Runs in the Python workers.
+
+    A meter's label and appliance are the greatest of its readings' (should it have been
+    relabelled); it is mains when any of its readings says so.
     """
-    names = readings.select("house_id", "meter", "label", "appliance").distinct().toPandas()
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    def greatest(values: pd.Series):
-        present = [v for v in values if isinstance(v, str)]
-        return max(present) if present else None
+    batches = list(batches)
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches)
+    houses = pc.dictionary_encode(table.column("house_id")).combine_chunks()
+    house_code = houses.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    meter = table.column("meter").to_numpy().astype(np.int64)
+    key = (house_code << 32) | (meter & 0xFFFFFFFF)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    ends = np.r_[starts[1:], len(key)]
+    ts_s = table.column("ts_s").to_numpy()[order]
+    power_w = table.column("power_w").to_numpy()[order]
+    label_rank, labels = _ranks(table.column("label"))
+    appliance_rank, appliances = _ranks(table.column("appliance"))
+    appliance_rank = appliance_rank[order]
+    best_label = np.maximum.reduceat(label_rank[order], starts)
+    best_appliance = np.maximum.reduceat(appliance_rank, starts)
+    mains = appliances.index("mains") if "mains" in appliances else -2
+    is_mains = np.logical_or.reduceat(appliance_rank == mains, starts)
+    names = houses.dictionary.to_pylist()
+    frames = [meter_rows(names[house_code[order[a]]], int(meter[order[a]]), labels[lab] if lab >= 0 else None,
+                         appliances[app] if app >= 0 else None, ts_s[a:b], power_w[a:b], bool(main), house_tz,
+                         params, energy_days, threshold_days)
+              for a, b, lab, app, main in zip(starts, ends, best_label, best_appliance, is_mains)]
+    schema = stats_arrow_schema()
+    yield pa.RecordBatch.from_pandas(pd.concat(frames, ignore_index=True)[schema.names], schema=schema,
+                                     preserve_index=False)
 
-    found = names.groupby(["house_id", "meter"], as_index=False, sort=True).agg(
-        label=("label", greatest), appliance=("appliance", greatest))
-    return found.astype({"meter": "int32"})
+
+# Parquet bytes of readings per Python task of the per-meter pass: about 4.5M readings,
+# a few hundred MB once in Arrow and numpy, so that two tasks fit beside the JVM.
+PARQUET_BYTES_PER_TASK = 24 << 20
+
+
+def pass_partitions(readings, minimum: int) -> int:
+    """Partitions for the per-meter pass: the readings' Parquet size (as Spark's optimizer
+    estimates it after partition pruning) over PARQUET_BYTES_PER_TASK, at least `minimum`.
+    A partition reaches Python whole, so its size bounds a worker's memory."""
+    try:
+        size = int(str(readings._jdf.queryExecution().optimizedPlan().stats().sizeInBytes()))
+    except Exception:  # an estimate only: fall back to the minimum
+        log.warning("no size estimate for the readings; the per-meter pass uses %d partitions", minimum)
+        return minimum
+    return max(minimum, -(-size // PARQUET_BYTES_PER_TASK))
 
 
 def meter_stats(readings, house_tz: dict[str, str], params: Params,
-                energy_days: tuple[dt.date, dt.date], threshold_days: tuple[dt.date, dt.date]):
+                energy_days: tuple[dt.date, dt.date], threshold_days: tuple[dt.date, dt.date],
+                partitions: int | None = None):
     """One pass per (house, meter): hour rows for `energy_days`, one threshold row over `threshold_days`.
 
     Both results need a meter's readings in time order, so one shuffle serves both;
-    the threshold row has a null `day`. A meter is mains (and gets the mains cap) when
-    its readings say so, so this pass needs nothing computed before it.
+    the threshold row has a null `day` and carries the meter's label and appliance. A
+    meter is mains (and gets the mains cap) when its readings say so, so this pass needs
+    nothing computed before it, and it is the only pass over the readings.
+
+    The readings are hash-partitioned by (house, meter) into `partitions` (default:
+    spark.sql.shuffle.partitions) and each partition reaches Python whole, as Arrow
+    batches (`partition_stats`): numpy splits it into meters and orders each by time. A
+    groupBy would have Spark sort every reading by its string key first, and hand each
+    meter over as its own pandas frame.
     """
-    epoch = dt.date(1970, 1, 1)
-    window = [(d - epoch).days for d in threshold_days]
+    from functools import partial
 
-    def per_meter(group: pd.DataFrame) -> pd.DataFrame:
-        house_id, meter = group["house_id"].iat[0], int(group["meter"].iat[0])
-        tz = house_tz.get(house_id, params.default_tz)
-        ts_s, power_w = group["ts_s"].to_numpy(), group["power_w"].to_numpy()
-        cap_s = params.mains_cap_s if group["is_mains"].any() else params.circuit_cap_s
-        hours = energy.hourly_pieces(ts_s, power_w, cap_s, tz)
-        hours = hours[(hours["day"] >= energy_days[0]) & (hours["day"] <= energy_days[1])]
-        hours.insert(0, "meter", meter)
-        hours.insert(0, "house_id", house_id)
-        local_day = np.floor(energy.local_seconds(ts_s, tz) / 86400.0)
-        in_window = (local_day >= window[0]) & (local_day <= window[1])
-        threshold_w, samples, profile = energy.quantile_thresholds(
-            ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w, params.min_hour_samples,
-            params.standby_ratio,
-        )
-        threshold_row = pd.DataFrame({"house_id": [house_id], "meter": [meter], "day": [None],
-                                      "threshold_w": [threshold_w], "threshold_samples": [samples],
-                                      "hourly": [profile]})
-        hour_rows = hours[HOUR_COLUMNS].assign(threshold_w=np.nan, threshold_samples=0, hourly=None)
-        return pd.concat([hour_rows, threshold_row], ignore_index=True)
-
-    from pyspark.sql import functions as F
-
-    columns = readings.select("house_id", "meter", "ts_s", "power_w",
-                              F.coalesce(F.col("appliance") == "mains", F.lit(False)).alias("is_mains"))
-    return columns.groupBy("house_id", "meter").applyInPandas(per_meter, STATS_SCHEMA)
+    columns = readings.select("house_id", "meter", "label", "appliance", "ts_s", "power_w")
+    columns = (columns.repartition(partitions, "house_id", "meter") if partitions
+               else columns.repartition("house_id", "meter"))
+    return columns.mapInArrow(partial(partition_stats, house_tz=house_tz, params=params, energy_days=energy_days,
+                                      threshold_days=threshold_days), STATS_SCHEMA)
 
 
 def hourly_rollup(hourly, meter_info_df):
@@ -130,19 +208,23 @@ def hourly_rollup(hourly, meter_info_df):
     )
 
 
-def daily_energy(hourly, meter_info_df, house_tz_df):
-    """Rows of daily_energy_by_house: kWh, coverage (share of the local day with data), samples."""
+def daily_energy(hourly, meter_info_df, houses_df, default_tz: str):
+    """Rows of daily_energy_by_house: kWh, coverage (share of the local day with data), samples.
+
+    A house without a time zone in `houses_df` (or not in it) is in `default_tz`.
+    """
     from pyspark.sql import functions as F
 
+    tz = F.coalesce(F.col("tz"), F.lit(default_tz))
     day_length_s = (
-        F.unix_seconds(F.to_utc_timestamp(F.date_add("day", 1).cast("timestamp"), F.col("tz")))
-        - F.unix_seconds(F.to_utc_timestamp(F.col("day").cast("timestamp"), F.col("tz")))
+        F.unix_seconds(F.to_utc_timestamp(F.date_add("day", 1).cast("timestamp"), tz))
+        - F.unix_seconds(F.to_utc_timestamp(F.col("day").cast("timestamp"), tz))
     )
     daily = hourly.groupBy("house_id", "meter", "day").agg(
         F.sum("energy_j").alias("energy_j"), F.sum("covered_s").alias("covered_s"), F.sum("samples").alias("samples")
     )
     return (
-        daily.join(meter_info_df, ["house_id", "meter"]).join(house_tz_df, "house_id")
+        daily.join(meter_info_df, ["house_id", "meter"]).join(houses_df.select("house_id", "tz"), "house_id", "left")
         .select("house_id", "day", "meter", "label", "appliance",
                 (F.col("energy_j") / energy.J_PER_KWH).alias("energy_kwh"),
                 (F.col("covered_s") / day_length_s).alias("coverage"), "samples")
@@ -193,7 +275,7 @@ def zip_energy(totals, houses_df):
     )
 
 
-def thresholds(stats, meter_info_df, params: Params, computed_at: dt.datetime):
+def thresholds(stats, params: Params, computed_at: dt.datetime):
     """Rows of the thresholds table from the threshold rows of `meter_stats`."""
     from pyspark.sql import functions as F
 
@@ -206,7 +288,7 @@ def thresholds(stats, meter_info_df, params: Params, computed_at: dt.datetime):
     profile = F.when(F.size(profile) > 0, profile)
     # Meters never on in the window have threshold_w = the off level and 0 samples; NaN = no readings.
     rows = stats.where(F.col("day").isNull() & F.col("threshold_w").isNotNull() & ~F.isnan("threshold_w"))
-    return rows.join(meter_info_df, ["house_id", "meter"]).select(
+    return rows.select(
         "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"),
         "threshold_w", profile.alias("hourly_threshold_w"), F.col("threshold_samples").alias("samples"),
         F.lit(params.window_days).alias("window_days"), F.lit(computed_at).cast("timestamp").alias("computed_at"),
@@ -302,28 +384,23 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
 
     window_first = last_day - dt.timedelta(days=params.window_days - 1)
     readings = read_readings(spark, settings, readings_path, min(first_day, window_first), last_day)
-    stats = meter_stats(readings, house_tz, params, (first_day, last_day), (window_first, last_day)).cache()
-    # The per-meter pass (the one shuffle of the readings) and the scan for meter names
-    # need nothing of each other: side by side, each hides the other's start-up.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass") as pool:
-        stats_rows = pool.submit(stats.count) if write is not False else None
-        meter_info = meters(readings)
-        log.info("%d houses, %d meters found in %.1f s", len(known), len(meter_info), time.perf_counter() - t0)
-        if stats_rows is not None:
-            log.info("per-meter pass: %d hour and threshold rows in %.1f s", stats_rows.result(),
-                     time.perf_counter() - t0)
-    unknown = sorted(set(meter_info["house_id"]) - known)
+    partitions = pass_partitions(readings, int(spark.conf.get("spark.sql.shuffle.partitions")))
+    stats = meter_stats(readings, house_tz, params, (first_day, last_day), (window_first, last_day),
+                        partitions).cache()
+    meter_rows_df = stats.where(F.col("day").isNull())
+    meter_info_df = F.broadcast(meter_rows_df.select("house_id", "meter", "label", "appliance"))
+    # One job: the per-meter pass (the only pass over the readings) fills the cache, and the
+    # meters it found come back to the driver.
+    found = meter_rows_df.select("house_id", "meter").toPandas()
+    log.info("per-meter pass: %d houses, %d meters in %.1f s (%d partitions)", found["house_id"].nunique(),
+             len(found), time.perf_counter() - t0, partitions)
+    unknown = sorted(set(found["house_id"]) - known)
     if unknown:
         log.warning("%d house(s) with readings but no metadata (time zone %s, no zip): %s",
                     len(unknown), params.default_tz, ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""))
-    meter_info_df = F.broadcast(spark.createDataFrame(meter_info, "house_id string, meter int, label string, appliance string"))
-    house_tz_df = F.broadcast(spark.createDataFrame(
-        [(h, house_tz.get(h, params.default_tz)) for h in set(meter_info["house_id"]) | known] or [("", "UTC")],
-        "house_id string, tz string",
-    ))
 
     hourly = stats.where(F.col("day").isNotNull()).select(*HOUR_COLUMNS)
-    daily = daily_energy(hourly, meter_info_df, house_tz_df).cache()
+    daily = daily_energy(hourly, meter_info_df, houses_df, params.default_tz).cache()
     totals = house_totals(daily).cache()
     outputs = {
         "hourly_energy": hourly_rollup(hourly, meter_info_df),
@@ -333,7 +410,7 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
         "daily_energy_by_zip": zip_energy(totals, houses_df),
     }
     computed_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    outputs["thresholds"] = thresholds(stats, meter_info_df, params, computed_at)
+    outputs["thresholds"] = thresholds(stats, params, computed_at)
     if write is False:
         return outputs
 

@@ -108,15 +108,26 @@ def test_mains_and_circuits_get_their_own_cap(spark, settings, tmp_path):
     assert daily == {1: pytest.approx(9 * 30 * 100 / 3.6e6), 4: pytest.approx(9 * 40 * 100 / 3.6e6)}
 
 
-def test_meters_one_row_each_even_when_relabelled(spark):
-    readings = spark.createDataFrame(
-        [("h1", 1, "mains", "mains"), ("h1", 1, "mains", "mains"), ("h1", 5, "fridge", "refrigerator"),
-         ("h1", 5, "kitchen fridge", "refrigerator"), ("h2", 5, "oven", "oven")],
-        "house_id string, meter int, label string, appliance string",
-    ).union(spark.createDataFrame([("h2", 6, None, None)], "house_id string, meter int, label string, appliance string"))
-    found = {(r.house_id, r.meter): (r.label, r.appliance) for r in nightly.meters(readings).itertuples()}
-    assert found == {("h1", 1): ("mains", "mains"), ("h1", 5): ("kitchen fridge", "refrigerator"),
-                     ("h2", 5): ("oven", "oven"), ("h2", 6): (None, None)}
+def test_a_relabelled_meter_keeps_one_row_with_its_greatest_names(spark, settings, tmp_path):
+    """Names come out of the per-meter pass: one row per meter, the greatest label and
+    appliance should a meter have been relabelled, none for a meter whose readings have none."""
+    rows = (rows_for("h1", 5, "fridge", MIDNIGHT_NY, 100, 30, 120.0)
+            + rows_for("h1", 5, "kitchen fridge", MIDNIGHT_NY + 3000, 100, 30, 120.0)
+            + rows_for("h2", 6, None, MIDNIGHT_NY, 100, 30, 50.0))
+    table = pa.table({
+        "house_id": [r[0] for r in rows], "meter": pa.array([r[1] for r in rows], pa.int32()),
+        "label": [r[2] for r in rows], "appliance": ["refrigerator" if r[2] else None for r in rows],
+        "ts_s": [float(r[3]) for r in rows], "power_w": [r[4] for r in rows],
+        "date": [dt.datetime.fromtimestamp(r[3], dt.timezone.utc).date().isoformat() for r in rows],
+    })
+    pq.write_to_dataset(table, tmp_path / "readings", partition_cols=["date"])
+    (tmp_path / "houses.json").write_text(json.dumps({"house_id": "h1", "zip": "02139", "tz": "America/New_York"}))
+    result = nightly.run(spark, settings, nightly.Params(), DAY, DAY, str(tmp_path / "readings"),
+                         str(tmp_path / "houses.json"), write=False)
+    daily = [(r.house_id, r.meter, r.label, r.appliance) for r in result["daily_energy_by_house"].collect()]
+    assert sorted(daily, key=str) == [("h1", 5, "kitchen fridge", "refrigerator"), ("h2", 6, None, None)]
+    limits = {(r.house_id, r.meter): r.appliance for r in result["thresholds"].collect()}
+    assert limits == {("h1", 5): "refrigerator", ("h2", 6): None}
 
 
 @pytest.mark.integration
