@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / f"n{size}"
             t0 = time.perf_counter()
             readings, first, last = generate(out, size, args.days, seed=size % 1000)
-            print(f"generated {readings:,} readings ({first}..{last}) in {time.perf_counter() - t0:.0f} s", flush=True)
+            print(f"{readings:,} readings ({first}..{last}) ready in {time.perf_counter() - t0:.0f} s", flush=True)
             inputs = ["--readings", str(out / "readings"), "--houses", str(out / "houses.parquet"),
                       "--from", first, "--to", last]
             spark_cmd = [os.path.join(venv_bin, "spark-submit"), "batch/nightly.py", "--no-write", *inputs]
