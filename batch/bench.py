@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -118,11 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated data (implied by --work)")
     args = parser.parse_args(argv)
 
-    venv_bin = str(Path(sys.executable).parent)
     from smw import spark as spark_builder
 
-    env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
-           "SPARK_CONF_DIR": str(spark_builder.spark_conf_dir()), "SPARK_LOG_LEVEL": "ERROR"}
+    env = {**spark_builder.submit_env(), "SPARK_LOG_LEVEL": "ERROR"}
     work = Path(args.work or tempfile.mkdtemp(prefix="smw-bench-batch-"))
     rows = []
     try:
@@ -133,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{readings:,} readings ({first}..{last}) ready in {time.perf_counter() - t0:.0f} s", flush=True)
             inputs = ["--readings", str(out / "readings"), "--houses", str(out / "houses.parquet"),
                       "--from", first, "--to", last]
-            spark_cmd = [os.path.join(venv_bin, "spark-submit"), "batch/nightly.py", "--no-write", *inputs]
+            spark_cmd = [spark_builder.spark_submit(), "batch/nightly.py", "--no-write", *inputs]
             duck_cmd = [sys.executable, "-m", "batch.reference", *inputs]
             spark_s, duck_s = [], []
             for run in range(repeats):

@@ -28,13 +28,7 @@ from smw import config
 
 log = logging.getLogger("batch.nightly")
 
-# Output of the per-meter pass: hour rows (day set) and one row per meter (day null) with its
-# threshold, hour-of-day profile, label and appliance.
-STATS_SCHEMA = (
-    "house_id string, meter int, day date, hour_start_s double, energy_j double, covered_s double, "
-    "samples long, min_w double, max_w double, threshold_w double, threshold_samples long, hourly array<double>, "
-    "label string, appliance string"
-)
+# The columns of the per-meter pass's hour rows (see stats_schema).
 HOUR_COLUMNS = ["house_id", "meter", "day", "hour_start_s", "energy_j", "covered_s", "samples", "min_w", "max_w"]
 
 
@@ -61,16 +55,26 @@ class Params:
 # -- transforms ----------------------------------------------------------------------
 
 
-def stats_arrow_schema():
-    """STATS_SCHEMA as the Arrow schema of the batches the per-meter pass returns."""
-    import pyarrow as pa
+def stats_schema():
+    """The Spark schema of the per-meter pass's output: hour rows (day set) and one row per
+    meter (day null) with its threshold, hour-of-day profile, label and appliance."""
+    from pyspark.sql.types import (ArrayType, DateType, DoubleType, IntegerType, LongType, StringType, StructField,
+                                   StructType)
 
-    return pa.schema([
-        ("house_id", pa.string()), ("meter", pa.int32()), ("day", pa.date32()), ("hour_start_s", pa.float64()),
-        ("energy_j", pa.float64()), ("covered_s", pa.float64()), ("samples", pa.int64()), ("min_w", pa.float64()),
-        ("max_w", pa.float64()), ("threshold_w", pa.float64()), ("threshold_samples", pa.int64()),
-        ("hourly", pa.list_(pa.float64())), ("label", pa.string()), ("appliance", pa.string()),
-    ])
+    text, double, count = StringType(), DoubleType(), LongType()
+    return StructType([StructField(name, kind) for name, kind in (
+        ("house_id", text), ("meter", IntegerType()), ("day", DateType()), ("hour_start_s", double),
+        ("energy_j", double), ("covered_s", double), ("samples", count), ("min_w", double), ("max_w", double),
+        ("threshold_w", double), ("threshold_samples", count), ("hourly", ArrayType(double)), ("label", text),
+        ("appliance", text),
+    )])
+
+
+def stats_arrow_schema():
+    """The same schema in Arrow, for the batches the Python workers return."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(stats_schema())
 
 
 def meter_rows(house_id: str, meter: int, label: str | None, appliance: str | None, ts_s: np.ndarray,
@@ -104,11 +108,12 @@ def _ranks(column) -> tuple[np.ndarray, list[str]]:
     import pyarrow.compute as pc
 
     encoded = pc.dictionary_encode(column).combine_chunks()
-    values = encoded.dictionary.to_pylist()
-    rank_of_code = np.argsort(np.argsort(np.array(values, dtype=object))) if values else np.zeros(0, np.int64)
-    codes = encoded.indices.fill_null(-1).to_numpy().astype(np.int64) if len(encoded) else np.zeros(0, np.int64)
-    ranks = np.where(codes >= 0, rank_of_code[np.maximum(codes, 0)] if values else -1, -1)
-    return ranks, sorted(values)
+    codes_values = encoded.dictionary.to_pylist()
+    values = sorted(codes_values)
+    position = {value: rank for rank, value in enumerate(values)}
+    # A null's code -1 picks the trailing -1.
+    rank_of_code = np.array([position[v] for v in codes_values] + [-1], dtype=np.int64)
+    return rank_of_code[encoded.indices.fill_null(-1).to_numpy()], values
 
 
 def partition_stats(batches, house_tz: dict[str, str], params: Params, energy_days: tuple[dt.date, dt.date],
@@ -192,7 +197,7 @@ def meter_stats(readings, house_tz: dict[str, str], params: Params,
     columns = (columns.repartition(partitions, "house_id", "meter") if partitions
                else columns.repartition("house_id", "meter"))
     return columns.mapInArrow(partial(partition_stats, house_tz=house_tz, params=params, energy_days=energy_days,
-                                      threshold_days=threshold_days), STATS_SCHEMA)
+                                      threshold_days=threshold_days), stats_schema())
 
 
 def hourly_rollup(hourly, meter_info_df):
@@ -387,11 +392,11 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     partitions = pass_partitions(readings, int(spark.conf.get("spark.sql.shuffle.partitions")))
     stats = meter_stats(readings, house_tz, params, (first_day, last_day), (window_first, last_day),
                         partitions).cache()
-    meter_rows_df = stats.where(F.col("day").isNull())
-    meter_info_df = F.broadcast(meter_rows_df.select("house_id", "meter", "label", "appliance"))
+    per_meter = stats.where(F.col("day").isNull())
+    meter_info_df = F.broadcast(per_meter.select("house_id", "meter", "label", "appliance"))
     # One job: the per-meter pass (the only pass over the readings) fills the cache, and the
     # meters it found come back to the driver.
-    found = meter_rows_df.select("house_id", "meter").toPandas()
+    found = per_meter.select("house_id", "meter").toPandas()
     log.info("per-meter pass: %d houses, %d meters in %.1f s (%d partitions)", found["house_id"].nunique(),
              len(found), time.perf_counter() - t0, partitions)
     unknown = sorted(set(found["house_id"]) - known)

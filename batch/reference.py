@@ -41,7 +41,7 @@ def connect(threads: int | None = None, memory_limit: str | None = None,
 
 def _houses_sql(houses_path: str) -> str:
     reader = "read_json_auto" if houses_path.endswith(".json") else "read_parquet"
-    return f"SELECT house_id, tz FROM {reader}(?)"
+    return f"SELECT house_id, zip, tz FROM {reader}(?)"
 
 
 def daily_energy(connection, readings_path: str, houses_path: str, first_day: dt.date, last_day: dt.date,
@@ -111,8 +111,7 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
     window_first = last_day - dt.timedelta(days=window_days - 1)
     loaded = (min(first_day, window_first) - dt.timedelta(days=1), last_day + dt.timedelta(days=1))
     run = connection.execute
-    houses_reader = "read_json_auto" if houses_path.endswith(".json") else "read_parquet"
-    run(f"CREATE OR REPLACE TEMP TABLE ref_houses AS SELECT house_id, zip, tz FROM {houses_reader}(?)", [houses_path])
+    run(f"CREATE OR REPLACE TEMP TABLE ref_houses AS {_houses_sql(houses_path)}", [houses_path])
     # A view: the readings are scanned where they are used, never held.
     run("""
     CREATE OR REPLACE TEMP VIEW ref_readings AS
@@ -124,18 +123,18 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
     run("CREATE OR REPLACE TEMP MACRO ref_local(tz, ts) AS ts + round(epoch(timezone(tz, to_timestamp(ts))) - ts)")
     run("""
     CREATE OR REPLACE TEMP TABLE ref_meters AS
-    SELECT house_id, meter, max(label) AS label, max(appliance) AS appliance,
+    SELECT house_id, meter, any_value(tz) AS tz, max(label) AS label, max(appliance) AS appliance,
            coalesce(bool_or(appliance = 'mains'), false) AS is_mains
     FROM ref_readings GROUP BY house_id, meter
     """)
     run("""
     CREATE OR REPLACE TEMP TABLE ref_hours AS
     WITH merged AS (
-        SELECT house_id, meter, any_value(tz) AS tz, ts_s, avg(power_w) AS power_w
+        SELECT house_id, meter, ts_s, avg(power_w) AS power_w
         FROM ref_readings GROUP BY house_id, meter, ts_s
     ),
     intervals AS (
-        SELECT m.house_id, m.meter, m.tz, m.ts_s, m.power_w, ref_local(m.tz, m.ts_s) AS local_s,
+        SELECT m.house_id, m.meter, k.tz, m.ts_s, m.power_w, ref_local(k.tz, m.ts_s) AS local_s,
                least(coalesce(lead(m.ts_s) OVER (PARTITION BY m.house_id, m.meter ORDER BY m.ts_s) - m.ts_s, 0),
                      CASE WHEN k.is_mains THEN $mains_cap ELSE $circuit_cap END) AS dt_s
         FROM merged m JOIN ref_meters k USING (house_id, meter)
@@ -177,13 +176,12 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
     WITH days AS (
         SELECT house_id, meter, day, sum(energy_j) AS energy_j, sum(covered_s) AS covered_s, sum(samples) AS samples
         FROM ref_hours GROUP BY house_id, meter, day
-    ),
-    zones AS (SELECT DISTINCT house_id, tz FROM ref_readings)
+    )
     SELECT d.house_id, d.day, d.meter, k.label, k.appliance, d.energy_j / 3.6e6 AS energy_kwh,
-           d.covered_s / (epoch(timezone(z.tz, CAST(d.day + 1 AS TIMESTAMP)))
-                          - epoch(timezone(z.tz, CAST(d.day AS TIMESTAMP)))) AS coverage,
+           d.covered_s / (epoch(timezone(k.tz, CAST(d.day + 1 AS TIMESTAMP)))
+                          - epoch(timezone(k.tz, CAST(d.day AS TIMESTAMP)))) AS coverage,
            d.samples
-    FROM days d JOIN ref_meters k USING (house_id, meter) JOIN zones z USING (house_id)
+    FROM days d JOIN ref_meters k USING (house_id, meter)
     """)
     run("""
     CREATE OR REPLACE TEMP TABLE daily_house_totals AS

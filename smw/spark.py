@@ -39,6 +39,26 @@ def spark_home() -> str:
     return os.path.dirname(pyspark.__file__)
 
 
+def spark_submit() -> str:
+    """The venv's spark-submit."""
+    return os.path.join(os.path.dirname(sys.executable), "spark-submit")
+
+
+def submit_env(settings: config.Settings | None = None) -> dict[str, str]:
+    """The environment of a spark-submit child: the venv first on PATH (spark-submit finds
+    pyspark through `python3`), this checkout's spark-defaults.conf, and the driver on
+    loopback unless SPARK_LOCAL_IP says otherwise."""
+    settings = settings or config.load()
+    return {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+            "SPARK_CONF_DIR": str(spark_conf_dir(settings)),
+            "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", settings.spark_driver_host)}
+
+
+# The throughput collector: G1's concurrent threads compete with the tasks for two cores
+# (nightly over 10M readings: 24.4 s with G1, 22.6 s with ParallelGC).
+DRIVER_JAVA_OPTIONS = "-XX:+UseParallelGC"
+
+
 def base_conf(settings: config.Settings) -> dict[str, str]:
     """Settings every job shares, whatever launched it."""
     conf = {
@@ -67,12 +87,10 @@ def launch_conf(settings: config.Settings) -> dict[str, str]:
         "spark.master": settings.spark_master,
         "spark.jars": ",".join(str(p) for p in jars.jars("spark", settings)),
         "spark.driver.memory": settings.spark_driver_memory,
-        # The throughput collector: G1's concurrent threads compete with the tasks for two
-        # cores (nightly over 10M readings: 24.4 s with G1, 22.6 s with ParallelGC). The class
-        # archive maps Spark's ~10,000 classes already parsed and verified instead of loading
-        # them from the jars at every start (a trivial job: 6.7 s without, 4.1 s with). A
-        # missing archive is skipped silently, a stale one with a warning.
-        "spark.driver.extraJavaOptions": f"-XX:+UseParallelGC -XX:SharedArchiveFile={class_archive(settings)}",
+        # The class archive maps Spark's ~10,000 classes already parsed and verified instead
+        # of loading them from the jars at every start (a trivial job: 6.7 s without, 4.1 s
+        # with). A missing archive is skipped silently, a stale one with a warning.
+        "spark.driver.extraJavaOptions": f"{DRIVER_JAVA_OPTIONS} -XX:SharedArchiveFile={class_archive(settings)}",
         # Spark's jars ahead of the configuration folder on the JVM class path: the archive
         # can only cover class path entries before the first non-empty folder.
         "spark.driver.extraClassPath": os.path.join(spark_home(), "jars", "*"),
@@ -143,14 +161,10 @@ def archive_classes(settings: config.Settings | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
-    home = spark_home()
-    env = {**os.environ, "SPARK_CONF_DIR": str(spark_conf_dir(settings)), "SPARK_HOME": home,
-           "SPARK_LOCAL_IP": settings.spark_driver_host,
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    command = [os.path.join(home, "bin", "spark-submit"), "--master", "local[2]",
-               "--conf", f"spark.driver.extraJavaOptions=-XX:+UseParallelGC -XX:ArchiveClassesAtExit={partial}",
+    command = [spark_submit(), "--master", "local[2]",
+               "--conf", f"spark.driver.extraJavaOptions={DRIVER_JAVA_OPTIONS} -XX:ArchiveClassesAtExit={partial}",
                os.path.abspath(__file__), "exercise"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, env=submit_env(settings), capture_output=True, text=True)
     if result.returncode != 0 or not partial.exists() or partial.stat().st_size == 0:
         partial.unlink(missing_ok=True)
         raise RuntimeError(f"the class archive was not written (exit {result.returncode}):\n{result.stderr[-3000:]}")
