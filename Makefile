@@ -62,13 +62,13 @@ $(STAMP_NODE): infra/reqlite/package.json infra/reqlite/package-lock.json
 ## ---------------------------------------------------------------- local stack
 .PHONY: up down status init
 up: setup ## Start Kafka (KRaft), Cassandra and reqlite on 127.0.0.1; wait until ready
-	$(PY) -m smw.services up
+	$(PY) -m tools.services up
 
 down: ## Stop the services started by `make up` (by pid file)
-	@if [ -x $(PY) ]; then $(PY) -m smw.services down; else echo "nothing to stop (no .venv)"; fi
+	@if [ -x $(PY) ]; then $(PY) -m tools.services down; else echo "nothing to stop (no .venv)"; fi
 
 status: ## Show each service with pid, address, readiness and memory
-	@$(PY) -m smw.services status
+	@$(PY) -m tools.services status
 
 init: up ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/indexes (idempotent)
 	$(PY) -m smw.init
@@ -122,10 +122,10 @@ stream: init ## Raise overshoot / no-data / new-peak alerts from Kafka into Reth
 	$(SPARK_SUBMIT) streaming/alerts.py $(STREAM_ARGS)
 
 eval-alerts: init ## Alert quality on generated spikes: precision, recall, false alerts per house-day
-	$(PY) -m streaming.evaluate $(EVAL_ARGS)
+	$(PY) -m tools.evaluate_alerts $(EVAL_ARGS)
 
 bench-stream: init ## Alert job: sustained readings/s and produce-to-changefeed latency p50/p95/p99 at 10k/40k/80k readings/s
-	$(PY) -m streaming.bench $(BENCH_STREAM_ARGS)
+	$(PY) -m tools.bench_stream $(BENCH_STREAM_ARGS)
 
 .PHONY: test test-unit
 test: setup browser-deps up init ## Run the whole test suite against the local services (what CI runs)
@@ -140,22 +140,22 @@ BENCH_INGEST_ARGS ?=
 BENCH_LAND_ARGS ?=
 BENCH_BATCH_ARGS ?=
 bench: init kcat browser-deps ## Run every benchmark, one at a time, into one results page (docs/benchmarks.md)
-	$(PY) -m smw.benchreport bench-generate bench-ingest bench-land bench-batch bench-stream bench-web
+	$(PY) -m tools.benchreport bench-generate bench-ingest bench-land bench-batch bench-stream bench-web
 
 bench-generate: setup ## Generator readings/s, MB/s and peak RSS at 10M and 100M readings to Parquet
-	$(PY) -m datasets.bench
+	$(PY) -m tools.bench_generate
 
 kcat: ## Install kcat (Debian package), the librdkafka reference producer of bench-ingest
 	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
 
 bench-ingest: init kcat ## Replay producer readings/s into Kafka (acks=all) side by side with kcat, medians of 5
-	$(PY) -m ingest.bench $(BENCH_INGEST_ARGS)
+	$(PY) -m tools.bench_ingest $(BENCH_INGEST_ARGS)
 
 bench-batch: setup ## Nightly job vs DuckDB, same six outputs, at 10M, 100M and 600M readings (BENCH_BATCH_ARGS="--sizes 10M,100M --work DIR")
-	$(PY) -m batch.bench $(BENCH_BATCH_ARGS)
+	$(PY) -m tools.bench_batch $(BENCH_BATCH_ARGS)
 
 bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone (median of 3)
-	$(PY) -m ingest.bench_land $(BENCH_LAND_ARGS)
+	$(PY) -m tools.bench_land $(BENCH_LAND_ARGS)
 
 .PHONY: web screenshots bench-web browser-deps
 web: init ## Serve the dashboard and APIs with waitress on 127.0.0.1:8000 (SMW_WEB_HOST/PORT/THREADS/PROCESSES to change)
@@ -166,23 +166,23 @@ browser-deps: ## Install Debian's chromium and chromium-driver for the browser t
 	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
 screenshots: browser-deps ## Write PNGs of the main pages to docs/screenshots (sample data in smw_screens)
-	$(PY) -m webapp.screenshots
+	$(PY) -m tools.screenshots
 
 bench-web: init ## House daily-kWh API p50/p95/p99 under 50 clients, cache off/on, 1 and 2 server processes; one alert to 200 SSE subscribers
-	$(PY) -m webapp.bench
+	$(PY) -m tools.bench_web
 
 
 ## ---------------------------------------------------------------- demo
 .PHONY: demo demo-stop demo-status
 DEMO_ARGS ?=
 demo: setup ## The whole pipeline: services, history, nightly batch, live alerts and dashboard on 127.0.0.1:8000 (DEMO_ARGS="--houses 50 --days 14 --speed 60")
-	$(PY) -m smw.demo start $(DEMO_ARGS)
+	$(PY) -m tools.demo start $(DEMO_ARGS)
 
 demo-status: ## Which demo processes are running
-	$(PY) -m smw.demo status
+	$(PY) -m tools.demo status
 
 demo-stop: ## Stop the demo's jobs and web app, then the local services
-	@test -x $(PY) && $(PY) -m smw.demo stop || true
+	@test -x $(PY) && $(PY) -m tools.demo stop || true
 	$(MAKE) down
 
 ## ---------------------------------------------------------------- housekeeping

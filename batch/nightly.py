@@ -17,14 +17,14 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
-from batch import energy
-from smw import config
+from smw import config, energy, jobs, schema, zones
 
 log = logging.getLogger("batch.nightly")
 
@@ -32,24 +32,34 @@ log = logging.getLogger("batch.nightly")
 HOUR_COLUMNS = ["house_id", "meter", "day", "hour_start_s", "energy_j", "covered_s", "samples", "min_w", "max_w"]
 
 
+@dataclass(frozen=True)
 class Params:
-    """The knobs of the nightly maths, with their documented defaults."""
+    """The knobs of the nightly maths; these defaults are the documented ones (and the CLI's)."""
 
-    def __init__(self, mains_cap_s: float = 30.0, circuit_cap_s: float = 50.0, quantile: float = 0.97,
-                 off_level_w: float = 10.0, window_days: int = 30, min_hour_samples: int = 30,
-                 default_tz: str = "America/New_York", standby_ratio: float = 2.0):
-        for name, cap in (("mains", mains_cap_s), ("circuit", circuit_cap_s)):
+    mains_cap_s: float = config.option(30.0, "max sample period of mains, seconds")
+    circuit_cap_s: float = config.option(50.0, "max sample period of circuits, seconds")
+    quantile: float = config.option(0.97, "threshold quantile")
+    off_level_w: float = config.option(10.0, "readings at or below this power are 'off' and excluded from thresholds")
+    standby_ratio: float = config.option(
+        2.0, "the off level rises to this x a meter's median power when readings exceed that, so a standby draw "
+             "above --off-level-w is excluded too; 0 disables")
+    window_days: int = config.option(30, "threshold window in days")
+    min_hour_samples: int = config.option(30, "readings above the off level an hour of day needs for its profile")
+    default_tz: str = config.option("America/New_York", "time zone of houses without metadata")
+
+    def __post_init__(self):
+        for name, cap in (("mains", self.mains_cap_s), ("circuit", self.circuit_cap_s)):
             if not 0 < cap <= energy.MAX_CAP_S:
                 raise ValueError(f"{name} maximum sample period must be in (0, 3600] s, got {cap}")
-        if not 0 < quantile < 1:
-            raise ValueError(f"quantile must be in (0, 1), got {quantile}")
-        if standby_ratio < 0:
-            raise ValueError(f"standby ratio must be >= 0, got {standby_ratio}")
-        ZoneInfo(default_tz)  # fails early on a typo
-        self.mains_cap_s, self.circuit_cap_s = mains_cap_s, circuit_cap_s
-        self.quantile, self.off_level_w, self.standby_ratio = quantile, off_level_w, standby_ratio
-        self.window_days, self.min_hour_samples = window_days, min_hour_samples
-        self.default_tz = default_tz
+        if not 0 < self.quantile < 1:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if self.standby_ratio < 0:
+            raise ValueError(f"standby ratio must be >= 0, got {self.standby_ratio}")
+        ZoneInfo(self.default_tz)  # fails early on a typo
+
+
+# The Params a nightly run takes from its command line (--zone sets default_tz).
+CLI_PARAMS = ("mains_cap_s", "circuit_cap_s", "quantile", "off_level_w", "standby_ratio", "window_days")
 
 
 # -- transforms ----------------------------------------------------------------------
@@ -193,7 +203,7 @@ def meter_stats(readings, house_tz: dict[str, str], params: Params,
     """
     from functools import partial
 
-    columns = readings.select("house_id", "meter", "label", "appliance", "ts_s", "power_w")
+    columns = readings.select(*schema.NAMES)
     columns = (columns.repartition(partitions, "house_id", "meter") if partitions
                else columns.repartition("house_id", "meter"))
     return columns.mapInArrow(partial(partition_stats, house_tz=house_tz, params=params, energy_days=energy_days,
@@ -315,15 +325,8 @@ def read_readings(spark, settings: config.Settings, readings_path: str | None, f
     from pyspark.sql import functions as F
 
     wanted = [F.lit(d).cast("date") for d in utc_dates(first_day, last_day)]
-    if readings_path:
-        frame = spark.read.parquet(readings_path)
-    else:
-        from ingest import land
-
-        frame = land.read_raw(spark, settings)
-    return frame.where(F.col("date").cast("date").isin(*wanted)).select(
-        "house_id", "meter", "label", "appliance", "ts_s", "power_w"
-    )
+    frame = spark.read.parquet(readings_path) if readings_path else zones.read_raw(spark, settings)
+    return frame.where(F.col("date").cast("date").isin(*wanted)).select(*schema.NAMES)
 
 
 HOUSES_SCHEMA = "house_id string, zip string, tz string"
@@ -447,27 +450,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="local day to compute (default: yesterday in --zone)")
     parser.add_argument("--from", dest="first_day", type=dt.date.fromisoformat, help="first day of a backfill")
     parser.add_argument("--to", dest="last_day", type=dt.date.fromisoformat, help="last day of a backfill")
-    parser.add_argument("--zone", default="America/New_York",
+    defaults = Params()
+    parser.add_argument("--zone", default=defaults.default_tz,
                         help="zone whose 'yesterday' is the default date, and the time zone of houses "
-                             "without metadata (default America/New_York, REDD's)")
+                             f"without metadata (default {defaults.default_tz}, REDD's)")
     parser.add_argument("--readings", help="Parquet readings partitioned by date (default: the landing raw zone)")
     parser.add_argument("--houses", help="houses file (Parquet or JSON) instead of the Cassandra houses table")
-    parser.add_argument("--mains-cap-s", type=float, default=30.0, help="max sample period of mains (default 30 s)")
-    parser.add_argument("--circuit-cap-s", type=float, default=50.0,
-                        help="max sample period of circuits (default 50 s)")
-    parser.add_argument("--quantile", type=float, default=0.97, help="threshold quantile (default 0.97)")
-    parser.add_argument("--off-level-w", type=float, default=10.0,
-                        help="readings at or below this power are 'off' and excluded from thresholds (default 10 W)")
-    parser.add_argument("--standby-ratio", type=float, default=2.0,
-                        help="the off level rises to this x a meter's median power when readings exceed that, "
-                             "so a standby draw above --off-level-w is excluded too; 0 disables (default 2)")
-    parser.add_argument("--window-days", type=int, default=30, help="threshold window in days (default 30)")
+    config.add_options(parser, Params, CLI_PARAMS)
     parser.add_argument("--no-write", action="store_true",
                         help="compute and count every output without writing Cassandra (timing, dry runs)")
     config.add_arguments(parser, "cassandra_hosts", "cassandra_keyspace", "data_dir", "spark_master")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    jobs.configure_logging()
     if (args.first_day is None) != (args.last_day is None):
         parser.error("--from and --to go together")
     if args.date and args.first_day:
@@ -477,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     if last_day < first_day:
         parser.error("--to is before --from")
     try:
-        params = Params(args.mains_cap_s, args.circuit_cap_s, args.quantile, args.off_level_w, args.window_days,
-                        default_tz=args.zone, standby_ratio=args.standby_ratio)
+        params = config.options_from_args(Params, args, default_tz=args.zone)
     except (ValueError, KeyError) as exc:
         parser.error(str(exc))
     for option, path in (("--houses", args.houses), ("--readings", args.readings)):
@@ -488,14 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.no_write and args.houses):
         check_cassandra(settings)
 
-    from smw import spark as spark_builder
-
-    spark = spark_builder.session("smw-nightly", settings)
-    try:
+    with jobs.session("smw-nightly", settings) as spark:
         run(spark, settings, params, first_day, last_day, args.readings, args.houses,
             write=None if args.no_write else True)
-    finally:
-        spark.stop()
     return 0
 
 

@@ -1,6 +1,6 @@
 """Derive many houses from a few source houses (REDD or synthetic), with ground-truth spikes.
 
-The method of the original pipeline (REFERENCE.md §2), with its bugs fixed:
+The method of the original pipeline this product replaces (docs/datasets.md), with its bugs fixed:
 
 - only clean source days are used (every channel present, no gap over 1000 s);
 - each derived house maps to one source house and gets a scale factor (1 +/- 0.2) that
@@ -45,42 +45,29 @@ SPIKE_MIN_W = 200.0
 SPIKE_FACTOR = (2.0, 4.0)
 # "On" level of a channel, which spikes are sized from: the 97th percentile of its readings
 # above its off level, max(ON_FLOOR_W, STANDBY_RATIO x median). The median is the standby
-# draw of an appliance that is off most of the time (REFERENCE.md §1: every circuit has a
+# draw of an appliance that is off most of the time (in REDD every circuit has a
 # standby floor, some tens of watts), so use stands clear of it.
 ON_QUANTILE = 0.97
 ON_FLOOR_W = 10.0
 STANDBY_RATIO = 2.0
 DEFAULT_START_DATE = "2024-04-01"
 
-SPIKE_ARROW = pa.schema([
-    pa.field("spike_id", pa.string(), nullable=False),
-    pa.field("house_id", pa.string(), nullable=False),
-    pa.field("meter", pa.int32(), nullable=False),
-    pa.field("label", pa.string(), nullable=False),
-    pa.field("appliance", pa.string(), nullable=False),
-    pa.field("start_ts_s", pa.float64(), nullable=False),
-    pa.field("duration_s", pa.float64(), nullable=False),
-    pa.field("magnitude_w", pa.float64(), nullable=False),
-    pa.field("mains_meter", pa.int32(), nullable=True),
-    pa.field("n_readings", pa.int64(), nullable=False),
-])
 
-HOUSE_ARROW = pa.schema([
-    pa.field("house_id", pa.string(), nullable=False),
-    pa.field("source_house", pa.string(), nullable=False),
-    pa.field("city", pa.string(), nullable=False),
-    pa.field("zip", pa.string(), nullable=False),
-    pa.field("lat", pa.float64(), nullable=False),
-    pa.field("lon", pa.float64(), nullable=False),
-    pa.field("geohash", pa.string(), nullable=False),
-    pa.field("tz", pa.string(), nullable=False),
-    pa.field("utc_offset_s", pa.int32(), nullable=False),
-    pa.field("scale", pa.float64(), nullable=False),
-    pa.field("time_shift_s", pa.float64(), nullable=False),
-    pa.field("first_source_day", pa.int32(), nullable=False),
-    pa.field("n_channels", pa.int32(), nullable=False),
-    pa.field("channel_jitter", pa.list_(pa.float64()), nullable=False),
-])
+def _not_null_schema(nullable: tuple[str, ...] = (), **columns: pa.DataType) -> pa.Schema:
+    """An Arrow schema of `columns` in the order given, all NOT NULL but those named in `nullable`."""
+    return pa.schema([pa.field(name, dtype, nullable=name in nullable) for name, dtype in columns.items()])
+
+
+SPIKE_ARROW = _not_null_schema(
+    spike_id=pa.string(), house_id=pa.string(), meter=pa.int32(), label=pa.string(), appliance=pa.string(),
+    start_ts_s=pa.float64(), duration_s=pa.float64(), magnitude_w=pa.float64(), mains_meter=pa.int32(),
+    n_readings=pa.int64(), nullable=("mains_meter",))
+
+HOUSE_ARROW = _not_null_schema(
+    house_id=pa.string(), source_house=pa.string(), city=pa.string(), zip=pa.string(), lat=pa.float64(),
+    lon=pa.float64(), geohash=pa.string(), tz=pa.string(), utc_offset_s=pa.int32(), scale=pa.float64(),
+    time_shift_s=pa.float64(), first_source_day=pa.int32(), n_channels=pa.int32(),
+    channel_jitter=pa.list_(pa.float64()))
 
 # City centres with a zip code in them and their IANA zone; houses are scattered ~20 km
 # around them. Covers every US zone the platform must handle.
@@ -196,7 +183,7 @@ def on_level_w(power_w: np.ndarray) -> float:
     never rises above that (a steady load) is measured over its readings above ON_FLOOR_W;
     one that never exceeds ON_FLOOR_W has an on level of 0.
     """
-    from batch.energy import off_level
+    from smw.energy import off_level
 
     power_w = np.asarray(power_w, dtype=np.float64)
     on = power_w[power_w > off_level(power_w, ON_FLOOR_W, STANDBY_RATIO)]
@@ -537,19 +524,19 @@ def iter_batches(houses: int, days: int, seed: int = 0, max_rows: int = 100_000,
 # Writers ---------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Summary:
-    """What a generation run produced."""
+    """What a generation run produced (built once it has finished)."""
 
-    houses: int = 0
-    house_days: int = 0
-    readings: int = 0
-    bytes: int = 0
-    spikes: int = 0
-    files: int = 0
-    out: str = ""
-    format: str = ""
-    extra: dict = field(default_factory=dict)
+    houses: int
+    house_days: int
+    readings: int
+    bytes: int
+    spikes: int
+    files: int
+    out: str
+    format: str
+    extra: dict
 
 
 def _date_of(day_number: int) -> str:
@@ -631,7 +618,7 @@ def generate(config: GeneratorConfig, out: str | Path, output_format: str = "par
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     generator = Generator(config, sources)
-    summary = Summary(houses=config.houses, out=str(out), format=output_format)
+    readings = house_days = 0
     all_spikes: list[Spike] = []
     sink = _ParquetSink(out) if output_format == "parquet" else _ReddSink(out, generator)
 
@@ -667,13 +654,13 @@ def generate(config: GeneratorConfig, out: str | Path, output_format: str = "par
         for plan in generator.plans:
             for day in range(config.days):
                 house_day = generator.house_day(plan, day)
-                summary.readings += len(house_day.ts_s)
-                summary.house_days += 1
+                readings += len(house_day.ts_s)
+                house_days += 1
                 all_spikes.extend(house_day.spikes)
                 pending.put(house_day)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(readings=f"{summary.readings:,}", refresh=False)
+                    bar.set_postfix(readings=f"{readings:,}", refresh=False)
                 if failure:
                     raise failure[0]
             pending.put(plan.house_id)  # house finished: close its files
@@ -687,11 +674,11 @@ def generate(config: GeneratorConfig, out: str | Path, output_format: str = "par
 
     pq.write_table(generator.houses_table(), out / "houses.parquet")
     pq.write_table(spikes_table(all_spikes), out / "spikes.parquet")
-    summary.spikes = len(all_spikes)
-    summary.files = len(sink.paths)
-    summary.bytes = sum(p.stat().st_size for p in sink.paths)
-    summary.extra = {"sources": [s.source_id for s in generator.sources],
-                     "source_clean_days": [len(s.days) for s in generator.sources]}
+    summary = Summary(houses=config.houses, house_days=house_days, readings=readings,
+                      bytes=sum(p.stat().st_size for p in sink.paths), spikes=len(all_spikes),
+                      files=len(sink.paths), out=str(out), format=output_format,
+                      extra={"sources": [s.source_id for s in generator.sources],
+                             "source_clean_days": [len(s.days) for s in generator.sources]})
     # No paths or clocks in the manifest: the same seed gives the same bytes anywhere.
     manifest = {"config": asdict(config), "summary": {k: v for k, v in asdict(summary).items() if k != "out"}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -32,7 +32,7 @@ from smw.schema import READING_ARROW
 
 log = logging.getLogger(__name__)
 
-# The raw REDD label set, typos included (REFERENCE.md §1).
+# The raw REDD label set, typos included (docs/datasets.md).
 REDD_LABELS = (
     "mains", "air_conditioning", "bathroom_gfi", "dishwaser", "disposal", "electric_heat",
     "electronics", "furance", "kitchen_outlets", "lighting", "microwave", "miscellaeneous",

@@ -1,7 +1,7 @@
 """Synthetic REDD-like houses: appliance models, 1 s ground signal, REDD sampling and gaps.
 
 REDD cannot be redistributed, so this module writes houses in exactly its low-frequency
-layout (see REFERENCE.md §1). Every house is a list of circuits (channels 3..k), each an
+layout (docs/datasets.md, "REDD reader"). Every house is a list of circuits (channels 3..k), each an
 appliance model evaluated on a 1 s grid for one day at a time; the two mains legs
 (channels 1 and 2) are the sum of the circuits on each leg plus an untracked load.
 Mains are sampled every second (a few seconds missing), circuits every 3-4 s, and every
@@ -31,7 +31,6 @@ HOUR_S = 3_600
 SOURCE_UTC_OFFSET_S = -5 * HOUR_S
 # 2011-04-18 00:00 EST, the first day of REDD's recordings.
 DEFAULT_START_TS_S = 1_303_102_800
-MAINS_PERIOD_S = 1
 CIRCUIT_PERIODS_S = (3, 4)
 
 
@@ -43,7 +42,25 @@ def _hours(*pairs: tuple[int, float], base: float = 0.0) -> tuple[float, ...]:
     return tuple(values)
 
 
-# Model parameters ------------------------------------------------------------
+# Appliance models: parameters, and one day of power from them ---------------------
+#
+# `signal(rng)` is one day of a model's power on a 1 s grid (86 400 values, watts).
+
+
+def _intervals_to_mask(starts: np.ndarray, ends: np.ndarray, n: int = DAY_S) -> np.ndarray:
+    """Float 0/1 (or overlap count) array of length n that is 1 inside [start, end)."""
+    starts = np.clip(np.asarray(starts, np.int64), 0, n)
+    ends = np.clip(np.asarray(ends, np.int64), 0, n)
+    edges = np.zeros(n + 1)
+    np.add.at(edges, starts, 1.0)
+    np.add.at(edges, ends, -1.0)
+    return np.cumsum(edges[:-1])
+
+
+def _run_count(rng: np.random.Generator, rate: float) -> int:
+    """floor(rate) or floor(rate)+1 runs, so the mean is exactly `rate`."""
+    whole = int(np.floor(rate))
+    return whole + int(rng.random() < rate - whole)
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,9 @@ class Steady:
 
     mean_w: float
     noise_w: float = 0.0
+
+    def signal(self, rng: np.random.Generator) -> np.ndarray:
+        return self.mean_w + rng.uniform(-self.noise_w, self.noise_w, DAY_S)
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,21 @@ class Cycling:
     defrost_s: int = 0
     defrosts_per_day: float = 0.0
 
+    def signal(self, rng: np.random.Generator) -> np.ndarray:
+        n_cycles = int(DAY_S / (self.on_s + self.off_s) * 1.5) + 4
+        on = self.on_s * rng.uniform(0.9, 1.1, n_cycles)
+        off = self.off_s * rng.uniform(0.9, 1.1, n_cycles)
+        # Start mid-cycle at a uniform phase so the day sees the stationary duty cycle.
+        t0 = -rng.uniform(0, self.on_s + self.off_s)
+        starts = t0 + np.concatenate(([0.0], np.cumsum(on + off)[:-1]))
+        power = self.standby_w + self.on_w * _intervals_to_mask(np.round(starts), np.round(starts + on))
+        power *= rng.uniform(0.97, 1.03, DAY_S)  # motor load ripple, mean 1
+        n_defrost = _run_count(rng, self.defrosts_per_day)
+        if n_defrost:
+            d_starts = rng.integers(0, DAY_S - self.defrost_s, n_defrost)
+            power += self.defrost_w * _intervals_to_mask(d_starts, d_starts + self.defrost_s)
+        return power
+
 
 @dataclass(frozen=True)
 class Thermostatic:
@@ -75,6 +110,13 @@ class Thermostatic:
     period_s: int
     duty_by_hour: tuple[float, ...]
     standby_w: float
+
+    def signal(self, rng: np.random.Generator) -> np.ndarray:
+        n_periods = DAY_S // self.period_s
+        starts = np.arange(n_periods) * self.period_s
+        duty = np.asarray(self.duty_by_hour)[starts // HOUR_S] * rng.uniform(0.8, 1.2, n_periods)
+        on_s = np.round(duty * self.period_s)
+        return self.standby_w + self.on_w * _intervals_to_mask(starts, starts + on_s)
 
 
 @dataclass(frozen=True)
@@ -86,6 +128,11 @@ class Phase:
     duty: float = 1.0
     cycle_s: int = 60
 
+    def profile(self) -> np.ndarray:
+        """Power of this step, second by second."""
+        t = np.arange(self.duration_s)
+        return np.where((t % self.cycle_s) < self.duty * self.cycle_s, self.power_w, 0.0)
+
 
 @dataclass(frozen=True)
 class Programme:
@@ -96,6 +143,17 @@ class Programme:
     start_weights: tuple[float, ...]
     standby_w: float
 
+    def signal(self, rng: np.random.Generator) -> np.ndarray:
+        power = np.full(DAY_S, self.standby_w)
+        profile = np.concatenate([phase.profile() for phase in self.phases])  # one run
+        weights = np.asarray(self.start_weights, float)
+        for _ in range(_run_count(rng, self.runs_per_day)):
+            hour = rng.choice(24, p=weights / weights.sum())
+            # Runs stay inside the day, so a day's energy is exactly its runs' energy.
+            start = min(hour * HOUR_S + int(rng.integers(0, HOUR_S)), DAY_S - len(profile))
+            power[start:start + len(profile)] += profile * rng.uniform(0.9, 1.1)
+        return power
+
 
 @dataclass(frozen=True)
 class Lighting:
@@ -105,8 +163,15 @@ class Lighting:
     profile: tuple[float, ...]
     standby_w: float
 
+    def signal(self, rng: np.random.Generator) -> np.ndarray:
+        per_minute = np.repeat(np.asarray(self.profile), 60) * rng.uniform(0.5, 1.5, 24 * 60)
+        return self.standby_w + self.level_w * np.repeat(per_minute, 60)
+
 
 Model = Steady | Cycling | Thermostatic | Programme | Lighting
+
+
+# Houses ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -137,93 +202,6 @@ class SyntheticHouse:
     def labels(self) -> dict[int, str]:
         """Channel -> raw REDD label, mains legs included."""
         return {1: "mains", 2: "mains", **{c.meter: c.label for c in self.circuits}}
-
-
-# Signals: one day on a 1 s grid ------------------------------------------------
-
-
-def _intervals_to_mask(starts: np.ndarray, ends: np.ndarray, n: int = DAY_S) -> np.ndarray:
-    """Float 0/1 (or overlap count) array of length n that is 1 inside [start, end)."""
-    starts = np.clip(np.asarray(starts, np.int64), 0, n)
-    ends = np.clip(np.asarray(ends, np.int64), 0, n)
-    edges = np.zeros(n + 1)
-    np.add.at(edges, starts, 1.0)
-    np.add.at(edges, ends, -1.0)
-    return np.cumsum(edges[:-1])
-
-
-def _run_count(rng: np.random.Generator, rate: float) -> int:
-    """floor(rate) or floor(rate)+1 runs, so the mean is exactly `rate`."""
-    whole = int(np.floor(rate))
-    return whole + int(rng.random() < rate - whole)
-
-
-def _signal_steady(m: Steady, rng: np.random.Generator) -> np.ndarray:
-    return m.mean_w + rng.uniform(-m.noise_w, m.noise_w, DAY_S)
-
-
-def _signal_cycling(m: Cycling, rng: np.random.Generator) -> np.ndarray:
-    n_cycles = int(DAY_S / (m.on_s + m.off_s) * 1.5) + 4
-    on = m.on_s * rng.uniform(0.9, 1.1, n_cycles)
-    off = m.off_s * rng.uniform(0.9, 1.1, n_cycles)
-    # Start mid-cycle at a uniform phase so the day sees the stationary duty cycle.
-    t0 = -rng.uniform(0, m.on_s + m.off_s)
-    starts = t0 + np.concatenate(([0.0], np.cumsum(on + off)[:-1]))
-    power = m.standby_w + m.on_w * _intervals_to_mask(np.round(starts), np.round(starts + on))
-    power *= rng.uniform(0.97, 1.03, DAY_S)  # motor load ripple, mean 1
-    n_defrost = _run_count(rng, m.defrosts_per_day)
-    if n_defrost:
-        d_starts = rng.integers(0, DAY_S - m.defrost_s, n_defrost)
-        power += m.defrost_w * _intervals_to_mask(d_starts, d_starts + m.defrost_s)
-    return power
-
-
-def _signal_thermostatic(m: Thermostatic, rng: np.random.Generator) -> np.ndarray:
-    n_periods = DAY_S // m.period_s
-    starts = np.arange(n_periods) * m.period_s
-    duty = np.asarray(m.duty_by_hour)[starts // HOUR_S] * rng.uniform(0.8, 1.2, n_periods)
-    on_s = np.round(duty * m.period_s)
-    return m.standby_w + m.on_w * _intervals_to_mask(starts, starts + on_s)
-
-
-def _phase_profile(phases: tuple[Phase, ...]) -> np.ndarray:
-    """Power of one programme run, second by second."""
-    parts = []
-    for phase in phases:
-        t = np.arange(phase.duration_s)
-        parts.append(np.where((t % phase.cycle_s) < phase.duty * phase.cycle_s, phase.power_w, 0.0))
-    return np.concatenate(parts)
-
-
-def _signal_programme(m: Programme, rng: np.random.Generator) -> np.ndarray:
-    power = np.full(DAY_S, m.standby_w)
-    profile = _phase_profile(m.phases)
-    weights = np.asarray(m.start_weights, float)
-    for _ in range(_run_count(rng, m.runs_per_day)):
-        hour = rng.choice(24, p=weights / weights.sum())
-        # Runs stay inside the day, so a day's energy is exactly its runs' energy.
-        start = min(hour * HOUR_S + int(rng.integers(0, HOUR_S)), DAY_S - len(profile))
-        power[start:start + len(profile)] += profile * rng.uniform(0.9, 1.1)
-    return power
-
-
-def _signal_lighting(m: Lighting, rng: np.random.Generator) -> np.ndarray:
-    per_minute = np.repeat(np.asarray(m.profile), 60) * rng.uniform(0.5, 1.5, 24 * 60)
-    return m.standby_w + m.level_w * np.repeat(per_minute, 60)
-
-
-_SIGNALS = {
-    Steady: _signal_steady,
-    Cycling: _signal_cycling,
-    Thermostatic: _signal_thermostatic,
-    Programme: _signal_programme,
-    Lighting: _signal_lighting,
-}
-
-
-def model_signal(model: Model, rng: np.random.Generator) -> np.ndarray:
-    """One day of a model's power on a 1 s grid (86 400 values, watts)."""
-    return _SIGNALS[type(model)](model, rng)
 
 
 # Appliance catalogue --------------------------------------------------------------
@@ -351,12 +329,12 @@ def synth_day(house: SyntheticHouse, day: int, seed: int, gaps: GapModel = GapMo
     legs = [np.zeros(DAY_S), np.zeros(DAY_S)]
     for circuit in house.circuits:
         if circuit.group not in signals:
-            signals[circuit.group] = model_signal(circuit.model, rng)
+            signals[circuit.group] = circuit.model.signal(rng)
         power = signals[circuit.group] * circuit.share
         legs[circuit.leg - 1] += power
         channel_power[circuit.meter] = power
     for leg, model in zip(legs, house.untracked):
-        leg += model_signal(model, rng)
+        leg += model.signal(rng)
 
     house_lost = _gap_mask(rng, rng.poisson(gaps.house_gaps_per_day), gaps.house_gap_s)
     if rng.random() < gaps.long_gap_probability:

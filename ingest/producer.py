@@ -31,7 +31,7 @@ from smw import config, messages
 
 log = logging.getLogger(__name__)
 
-# Tuned on the local broker with `python -m ingest.bench` (docs/ingest.md): 5,000-reading
+# Tuned on the local broker with `python -m tools.bench_ingest` (docs/ingest.md): 5,000-reading
 # messages (~190 KB of JSON) cost the least per reading in kafka-python without slowing
 # kcat down (10,000 did); two lanes overlap one lane's compression and round trip with
 # the other's; 1 MiB batches and a 20 ms linger fill requests; lz4 shrinks the JSON
@@ -56,16 +56,20 @@ PRODUCER_DEFAULTS = {
 
 @dataclass
 class PublishStats:
-    """What a publish run did; failures and quarantined rows by kind."""
+    """What a publish run did: what it sent, quarantined rows by kind, the broker's answers.
+
+    The sending thread counts what it sends; the delivery callbacks run on the producer's
+    I/O thread, so they count `delivered` and `failed` under `lock`.
+    """
 
     messages: int = 0
     readings: int = 0
     bytes: int = 0
-    delivered: int = 0
-    failed: int = 0
     send_timeouts: int = 0
     quarantined: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    delivered: int = 0
+    failed: int = 0
 
     def on_delivered(self, _metadata) -> None:
         with self.lock:
@@ -260,6 +264,22 @@ def make_producer(settings: config.Settings, **overrides):
     from kafka import KafkaProducer
 
     return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_list, **{**PRODUCER_DEFAULTS, **overrides})
+
+
+def send_all(settings: config.Settings, records: Iterable[tuple[bytes, bytes]]) -> int:
+    """Send (key, value) messages to the readings topic, in order, and wait until every one
+    is acknowledged; returns how many were sent. For small loads (tests, tooling); bulk
+    loads go through `publish`."""
+    producer = make_producer(settings)
+    sent = 0
+    try:
+        for key, value in records:
+            producer.send(settings.kafka_topic, key=key, value=value)
+            sent += 1
+        producer.flush(timeout=300)
+    finally:
+        producer.close()
+    return sent
 
 
 class Lanes:

@@ -118,3 +118,31 @@ def from_args(args: argparse.Namespace) -> Settings:
     """Settings from the environment with any command-line overrides applied."""
     names = {f.name for f in fields(Settings)}
     return load().replace(**{k: v for k, v in vars(args).items() if k in names})
+
+
+# Parameter sets (the alert rules, the nightly maths) are frozen dataclasses whose fields
+# carry their own help; the command-line flags are made from them, so that a default is
+# written once.
+
+
+def option(default, help_text: str):
+    """A dataclass field with its command-line help."""
+    return field(default=default, metadata={"help": help_text})
+
+
+def add_options(parser: argparse.ArgumentParser, cls, names: tuple[str, ...] | None = None) -> None:
+    """Add a `--field-name` flag per field of the dataclass `cls` (or the `names` among them)."""
+    for f in fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        kind = ({"action": argparse.BooleanOptionalAction} if isinstance(f.default, bool)
+                else {"type": type(f.default)})
+        parser.add_argument("--" + f.name.replace("_", "-"), default=f.default,
+                            help=f"{f.metadata['help']} (default {f.default})", **kind)
+
+
+def options_from_args(cls, args: argparse.Namespace, **overrides):
+    """An instance of `cls` from the flags `add_options` added (fields without a flag keep their default)."""
+    given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+    return cls(**{**given, **overrides})
+

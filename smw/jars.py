@@ -76,15 +76,13 @@ def prune_spark_duplicates(settings: config.Settings | None = None) -> list[Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smw.jars", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("prune", help="remove Spark-side jars pyspark already ships; write spark-defaults.conf")
+    sub.add_parser("prune", help="remove Spark-side jars pyspark already ships")
     show = sub.add_parser("classpath", help="print a module's classpath")
     show.add_argument("module", choices=["kafka", "cassandra", "spark"])
     args = parser.parse_args(argv)
     if args.command == "prune":
-        from smw import spark
-
         removed = prune_spark_duplicates()
-        print(f"pruned {len(removed)} jar(s) pyspark already ships; wrote {spark.write_spark_defaults()}")
+        print(f"pruned {len(removed)} jar(s) pyspark already ships")
     else:
         print(classpath(args.module))
     return 0

@@ -31,14 +31,16 @@ NAMES = tuple(name for name, _ in FIELDS)
 
 READING_ARROW = pa.schema([pa.field(name, dtype, nullable=False) for name, dtype in FIELDS])
 
-# Spark SQL type names of the same fields; pyspark is imported lazily so that
-# processes without it (the web app, producers) can import this module.
-_SPARK_TYPES = {pa.string(): "string", pa.int32(): "integer", pa.float64(): "double"}
-READING_DDL = ", ".join(f"{name} {_SPARK_TYPES[dtype]}" for name, dtype in FIELDS)
+# The raw zone's readings: the reading columns and their UTC date (the partition column).
+RAW_COLUMNS = NAMES + ("date",)
+# A quarantined record, kept whole: Kafka key and value bytes, where it came from, the Kafka
+# timestamp, the first contract rule it broke, and the date of its Kafka timestamp.
+QUARANTINE_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_ts", "error", "date")
 
 
 def reading_spark_schema():
-    """The reading schema as a pyspark StructType."""
+    """The reading schema as a pyspark StructType (pyspark is imported lazily, so that
+    processes without it, the web app and the producers, can import this module)."""
     from pyspark.sql import types as T
 
     spark_type = {pa.string(): T.StringType(), pa.int32(): T.IntegerType(), pa.float64(): T.DoubleType()}

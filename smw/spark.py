@@ -224,32 +224,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def stop_on_signals(queries, logger) -> None:
-    """SIGTERM and SIGINT stop the streaming queries. Safe between and within batches: an
-    unfinished batch is redone from its checkpoint on the next start."""
-    import signal
-
-    def stop(signum, _frame):
-        logger.info("signal %d: stopping", signum)
-        for query in queries:
-            query.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
-
-def await_queries(queries, logger, what: str) -> int:
-    """Wait until every query has stopped; 0, or 1 (logged) if one failed."""
-    from pyspark.errors import StreamingQueryException
-
-    try:
-        for query in queries:
-            query.awaitTermination()
-    except StreamingQueryException as exc:
-        logger.error("%s failed: %s", what, exc)
-        return 1
-    return 0
-
-
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,9 +3,9 @@
     spark-submit streaming/alerts.py [--once] [--trigger "1 second"] [--multiplier 2.0] ...
     python -m streaming.alerts --help
 
-Kafka records are parsed and validated by the landing job's transforms
-(`ingest.land.parsed_messages` / `routed`); malformed records go to a quarantine
-(Parquet, same columns as the landing quarantine) written by a second, slower
+Kafka records are parsed and validated once by the contract's Spark form
+(`smw.contract`); malformed records go to a quarantine (Parquet, the landing
+quarantine's columns, `smw.zones.alerts_quarantine`) written by a second, slower
 query. Valid readings get an event-time watermark, are joined with the current
 thresholds of their (house, meter) from Cassandra (a cached copy refreshed every
 `--threshold-refresh-s` without restarting), and grouped by a bucket of houses
@@ -21,67 +21,23 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import fields
-from pathlib import Path
 
-from smw import config
+from smw import alert, config, contract, jobs, zones
 from streaming import episodes
 
 log = logging.getLogger("streaming.alerts")
 
 QUERY_NAME = "alerts"
-READING_COLUMNS = ("house_id", "meter", "appliance", "ts_s", "power_w")
-
-
-def job_dir(settings: config.Settings) -> Path:
-    return Path(settings.data_dir) / "alerts"
-
-
-def checkpoint(settings: config.Settings) -> Path:
-    return Path(settings.data_dir) / "checkpoints" / "alerts"
-
-
-def quarantine_checkpoint(settings: config.Settings) -> Path:
-    return Path(settings.data_dir) / "checkpoints" / "alerts-quarantine"
-
-
-def spool_path(settings: config.Settings) -> Path:
-    # Beside the checkpoint: alerts spooled for RethinkDB belong to the same run of the job.
-    return Path(settings.data_dir) / "checkpoints" / "alerts-rethinkdb-spool.jsonl"
-
-
-def alert_schema():
-    from pyspark.sql import types as T
-
-    double, string = T.DoubleType(), T.StringType()
-    return T.StructType([
-        T.StructField("id", string), T.StructField("kind", string), T.StructField("house_id", string),
-        T.StructField("meter", T.LongType()), T.StructField("appliance", string),
-        T.StructField("threshold_w", double), T.StructField("multiplier", double),
-        T.StructField("peak_w", double), T.StructField("mean_w", double),
-        T.StructField("start_ts_s", double), T.StructField("end_ts_s", double),
-        T.StructField("state", string), T.StructField("severity", string),
-        T.StructField("seq", T.LongType()), T.StructField("out_of_order", T.LongType()),
-    ])
+QUARANTINE_QUERY_NAME = "alerts-quarantine"
+# The columns the episode rules read; the Python workers get nothing else.
+DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w"]
+# Alert rows as the detector yields them: an alert's raised fields, the row's order within
+# the batch (`seq`), and a count of out-of-order readings carried on a marker row.
+ALERT_ROW_DDL = alert.spark_ddl("seq bigint, out_of_order bigint")
+ALERT_ROW_COLUMNS = [*alert.RAISED_NAMES, "seq", "out_of_order"]
 
 
 # -- transforms ------------------------------------------------------------------
-
-
-def readings(routed_rows):
-    """Valid readings (house_id, meter, appliance, ts_s, power_w) of routed Kafka records."""
-    from pyspark.sql import functions as F
-
-    return routed_rows.where(F.col("zone") == "raw").select(*READING_COLUMNS)
-
-
-def quarantined(routed_rows):
-    """Records that broke the message contract, as the landing job stores them."""
-    from pyspark.sql import functions as F
-
-    from ingest import land
-
-    return routed_rows.where(F.col("zone") == "quarantine").select(*land.QUARANTINE_COLUMNS)
 
 
 def with_thresholds(reading_rows, threshold_rows):
@@ -106,23 +62,20 @@ def alerts(readings_with_thresholds, rules: episodes.Rules, buckets: int, waterm
     )
     state_schema = T.StructType([T.StructField("meters", T.BinaryType())])
     return keyed.groupBy("bucket").applyInPandasWithState(
-        _detector(rules), alert_schema(), state_schema, "update", GroupStateTimeout.EventTimeTimeout
+        _detector(rules), ALERT_ROW_DDL, state_schema, "update", GroupStateTimeout.EventTimeTimeout
     )
 
 
 def _detector(rules: episodes.Rules):
     """The function applyInPandasWithState calls per bucket (runs in the Python workers)."""
-    columns = [f.name for f in alert_schema().fields]
 
     def detect_bucket(key, batches, state):
         import pandas as pd
 
         meters = episodes.MeterStates.from_bytes(state.get[0]) if state.exists else episodes.MeterStates()
         frames = [b for b in batches if len(b)]
-        batch = (pd.concat(frames, ignore_index=True)[["house_id", "meter", "appliance", "ts_s", "power_w",
-                                                       "threshold_w"]]
-                 if frames else pd.DataFrame(columns=["house_id", "meter", "appliance", "ts_s", "power_w",
-                                                      "threshold_w"]))
+        batch = (pd.concat(frames, ignore_index=True)[DETECTOR_COLUMNS] if frames
+                 else pd.DataFrame(columns=DETECTOR_COLUMNS))
         watermark_ms = state.getCurrentWatermarkMs()
         outcome = episodes.detect(meters, batch, watermark_ms / 1000.0 if watermark_ms > 0 else 0.0, rules)
         state.update((meters.to_bytes(),))
@@ -134,7 +87,7 @@ def _detector(rules: episodes.Rules):
         if outcome.out_of_order:
             # Carried on a marker row (id null) so the driver can count them without an accumulator.
             rows = rows + [{"out_of_order": outcome.out_of_order}]
-        frame = pd.DataFrame(rows, columns=columns)
+        frame = pd.DataFrame(rows, columns=ALERT_ROW_COLUMNS)
         frame["out_of_order"] = frame["out_of_order"].fillna(0).astype("int64")
         frame["seq"] = frame["seq"].fillna(-1).astype("int64")
         frame["meter"] = frame["meter"].fillna(-1).astype("int64")
@@ -144,19 +97,6 @@ def _detector(rules: episodes.Rules):
 
 
 # -- I/O -----------------------------------------------------------------------
-
-
-def read_kafka(spark, settings: config.Settings, max_offsets_per_trigger: int | None, starting_offsets: str):
-    reader = (
-        spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
-        .option("subscribe", settings.kafka_topic)
-        .option("startingOffsets", starting_offsets)
-        .option("failOnDataLoss", "true")
-    )
-    if max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
-    return reader.load()
 
 
 def read_thresholds(spark, settings: config.Settings):
@@ -210,11 +150,11 @@ class BatchWriter:
     def __call__(self, batch_df, batch_id: int) -> None:
         rows = [r.asDict() for r in batch_df.collect()]
         out_of_order = sum(r["out_of_order"] for r in rows)
-        alerts = [r for r in rows if r["id"] is not None]
-        for alert in alerts:
-            alert.pop("out_of_order")
-            alert["meter"] = int(alert["meter"])
-        written = self.sinks.write(alerts)
+        raised = [r for r in rows if r["id"] is not None]
+        for row in raised:
+            row.pop("out_of_order")
+            row["meter"] = int(row["meter"])
+        written = self.sinks.write(raised)
         with self._lock:
             self.totals["alerts"] += written
             self.totals["out_of_order"] += out_of_order
@@ -236,43 +176,22 @@ def phases(duration_ms: dict) -> str:
     return ", ".join(f"{name} {ms / 1000.0:.2f} s" for name, ms in shown) or "-"
 
 
-def progress_listener():
-    from pyspark.sql.streaming import StreamingQueryListener
-
-    class AlertProgress(StreamingQueryListener):
-        """Logs each batch of the alert query: records, readings, late readings dropped by the watermark."""
-
-        def onQueryStarted(self, event):
-            log.info("query %s started (id %s)", event.name, event.id)
-
-        def onQueryProgress(self, event):
-            p = event.progress
-            if p.name != QUERY_NAME:
-                counts = p.observedMetrics.get("quarantine")
-                if counts is not None and counts["records_quarantined"]:
-                    log.warning("batch %d: %d records broke the message contract and were quarantined",
-                                p.batchId, counts["records_quarantined"])
-                return
-            late = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
-            counts = p.observedMetrics.get("readings")
-            readings = counts["readings"] if counts is not None else 0
-            log.info("batch %d: %d Kafka records, %d readings in %.2f s (%s), watermark %s, %d late readings dropped",
-                     p.batchId, p.numInputRows, readings, p.batchDuration / 1000.0, phases(p.durationMs),
-                     p.eventTime.get("watermark", "-"), late)
-            if late:
-                log.warning("batch %d: %d readings arrived behind the watermark and were not evaluated",
-                            p.batchId, late)
-
-        def onQueryIdle(self, event):  # Spark 3.5+
-            log.debug("query %s idle", event.id)
-
-        def onQueryTerminated(self, event):
-            if event.exception:
-                log.error("query %s failed: %s", event.id, event.exception)
-            else:
-                log.info("query %s stopped", event.id)
-
-    return AlertProgress()
+def log_progress(p) -> None:
+    """Log one batch of the alert query (records, readings, where the time went, late readings
+    dropped by the watermark) or what the quarantine query stored."""
+    if p.name != QUERY_NAME:
+        quarantined = jobs.observed(p, "quarantine").get("records_quarantined")
+        if quarantined:
+            log.warning("batch %d: %d records broke the message contract and were quarantined",
+                        p.batchId, quarantined)
+        return
+    late = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
+    readings = jobs.observed(p, "readings").get("readings", 0)
+    log.info("batch %d: %d Kafka records, %d readings in %.2f s (%s), watermark %s, %d late readings dropped",
+             p.batchId, p.numInputRows, readings, p.batchDuration / 1000.0, phases(p.durationMs),
+             p.eventTime.get("watermark", "-"), late)
+    if late:
+        log.warning("batch %d: %d readings arrived behind the watermark and were not evaluated", p.batchId, late)
 
 
 # -- entry point -----------------------------------------------------------------
@@ -286,14 +205,15 @@ def start(spark, settings: config.Settings, rules: episodes.Rules, *, once: bool
     """Start the alert query and the quarantine query; returns (alert query, quarantine query, writer)."""
     from pyspark.sql import functions as F
 
-    from ingest import land
     from streaming.sinks import AlertSinks
 
-    routed_rows = land.routed(land.parsed_messages(read_kafka(spark, settings, max_offsets_per_trigger,
-                                                              starting_offsets)))
-    reading_rows = readings(routed_rows).observe("readings", F.count(F.lit(1)).alias("readings"))
+    records = contract.read_kafka(spark, settings, starting_offsets=starting_offsets,
+                                  max_offsets_per_trigger=max_offsets_per_trigger)
+    routed_rows = contract.routed(contract.parsed_messages(records))
+    reading_rows = (contract.readings(routed_rows).select("house_id", "meter", "appliance", "ts_s", "power_w")
+                    .observe("readings", F.count(F.lit(1)).alias("readings")))
     thresholds = Thresholds(spark, settings, threshold_refresh_s)
-    sinks = sinks or AlertSinks(settings, spool_path(settings), rethinkdb_retry_s)
+    sinks = sinks or AlertSinks(settings, zones.alerts_spool(settings), rethinkdb_retry_s)
     sinks.feed.flush()  # alerts spooled by an earlier run go out first
     sinks.feed.start_retrying()
     writer = BatchWriter(sinks, thresholds)
@@ -301,20 +221,20 @@ def start(spark, settings: config.Settings, rules: episodes.Rules, *, once: bool
     alert_query = (
         alerts(with_thresholds(reading_rows, thresholds.frame), rules, buckets, watermark_delay)
         .writeStream.queryName(QUERY_NAME)
-        .option("checkpointLocation", str(checkpoint(settings)))
+        .option("checkpointLocation", str(zones.checkpoint(settings, QUERY_NAME)))
         .outputMode("update")
         .foreachBatch(writer)
         .trigger(**alert_trigger)
         .start()
     )
-    quarantine_rows = quarantined(routed_rows).observe(
+    quarantine_rows = contract.quarantined(routed_rows).observe(
         "quarantine", F.count(F.lit(1)).alias("records_quarantined"))
     quarantine_query = (
         quarantine_rows.coalesce(1)
-        .writeStream.queryName(QUERY_NAME + "-quarantine")
+        .writeStream.queryName(QUARANTINE_QUERY_NAME)
         .format("parquet")
-        .option("path", str(job_dir(settings) / "quarantine"))
-        .option("checkpointLocation", str(quarantine_checkpoint(settings)))
+        .option("path", str(zones.alerts_quarantine(settings)))
+        .option("checkpointLocation", str(zones.checkpoint(settings, QUARANTINE_QUERY_NAME)))
         .partitionBy("date")
         .trigger(**({"availableNow": True} if once else {"processingTime": quarantine_trigger}))
         .start()
@@ -323,58 +243,26 @@ def start(spark, settings: config.Settings, rules: episodes.Rules, *, once: bool
 
 
 def rules_from_args(args: argparse.Namespace) -> episodes.Rules:
-    return episodes.Rules(**{f.name: getattr(args, f.name) for f in fields(episodes.Rules)})
-
-
-_RULE_HELP = {
-    "multiplier": "an episode opens above threshold_w x this",
-    "clear_multiplier": "it closes below threshold_w x this (hysteresis)",
-    "min_readings": "consecutive readings above the raise level that open an episode",
-    "min_duration_s": "...or seconds above the raise level that open it",
-    "clear_readings": "consecutive readings below the clear level that close it",
-    "cooldown_s": "a run starting this soon after a close re-opens the same episode",
-    "stale_close_s": "an open episode of a meter silent this long (event time) closes at its last reading",
-    "critical_ratio": "severity critical when peak_w >= threshold_w x this, else warning",
-    "overshoot_on_mains": "raise overshoot alerts on mains meters too",
-    "no_data_after_s": "silence (event time, against the watermark) that opens a no_data alert",
-    "no_data_min_readings": "readings a meter must have sent before its silence counts",
-    "new_peak_margin": "a mains reading above record x this is a new peak",
-    "new_peak_warmup_s": "history a mains meter needs before new peaks are reported",
-    "new_peak_cooldown_s": "at most one new_peak alert per mains meter per this many seconds",
-}
+    return config.options_from_args(episodes.Rules, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streaming/alerts.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true",
-                        help="process everything available now, then stop (tests, replays)")
-    parser.add_argument("--trigger", default="1 second", help="micro-batch interval (default 1 second)")
+    jobs.add_stream_arguments(parser, trigger="1 second", starting_offsets="earliest")
     parser.add_argument("--quarantine-trigger", default="1 minute",
                         help="interval of the quarantine query (default 1 minute)")
-    parser.add_argument("--max-offsets-per-trigger", type=int, default=None,
-                        help="Kafka records per micro-batch (default: no limit)")
     parser.add_argument("--watermark-delay", default="2 minutes",
                         help="readings this far behind the newest event time are late and dropped (default 2 minutes)")
     parser.add_argument("--buckets", type=int, default=8,
                         help="state keys (buckets of houses); fixed for the life of a checkpoint (default 8)")
     parser.add_argument("--threshold-refresh-s", type=float, default=300.0,
                         help="re-read the thresholds table this often, in seconds (default 300)")
-    parser.add_argument("--starting-offsets", default="earliest",
-                        help="Kafka offsets of a first start without checkpoint: earliest or latest (default earliest)")
     parser.add_argument("--rethinkdb-retry-s", type=float, default=5.0,
                         help="retry interval for alerts spooled while RethinkDB is unreachable (default 5)")
     parser.add_argument("--live-power", action=argparse.BooleanOptionalAction, default=True,
                         help="also write readings to Cassandra recent_power for the dashboard's live graph, "
                              "from the latest offsets (streaming/live_power.py; default on)")
-    defaults = episodes.Rules()
-    for f in fields(episodes.Rules):
-        default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction,
-                                default=default, help=f"{_RULE_HELP[f.name]} (default {default})")
-        else:
-            parser.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
-                                help=f"{_RULE_HELP[f.name]} (default {default})")
+    config.add_options(parser, episodes.Rules)
     config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master", "cassandra_hosts",
                          "cassandra_keyspace", "rethinkdb_host", "rethinkdb_port", "rethinkdb_db",
                          "spark_shuffle_partitions")
@@ -383,36 +271,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-    logging.getLogger("cassandra").setLevel(logging.WARNING)
+    jobs.configure_logging("cassandra")
     settings = config.from_args(args)
+    rules = rules_from_args(args)
+    with jobs.session("smw-alerts", settings, listener=jobs.progress_listener(log, log_progress)) as spark:
+        alert_query, quarantine_query, writer = start(
+            spark, settings, rules, once=args.once, trigger_interval=args.trigger,
+            quarantine_trigger=args.quarantine_trigger, max_offsets_per_trigger=args.max_offsets_per_trigger,
+            watermark_delay=args.watermark_delay, buckets=args.buckets, threshold_refresh_s=args.threshold_refresh_s,
+            starting_offsets=args.starting_offsets, rethinkdb_retry_s=args.rethinkdb_retry_s,
+        )
+        queries = [alert_query, quarantine_query]
+        if args.live_power and not args.once:
+            from streaming import live_power
 
-    from smw import spark as spark_builder
-
-    spark = spark_builder.session("smw-alerts", settings)
-    spark.streams.addListener(progress_listener())
-    alert_query, quarantine_query, writer = start(
-        spark, settings, rules_from_args(args), once=args.once, trigger_interval=args.trigger,
-        quarantine_trigger=args.quarantine_trigger, max_offsets_per_trigger=args.max_offsets_per_trigger,
-        watermark_delay=args.watermark_delay, buckets=args.buckets, threshold_refresh_s=args.threshold_refresh_s,
-        starting_offsets=args.starting_offsets, rethinkdb_retry_s=args.rethinkdb_retry_s,
-    )
-    queries = [alert_query, quarantine_query]
-    if args.live_power and not args.once:
-        from streaming import live_power
-
-        queries.append(live_power.start(spark, settings))
-    log.info("alerting on topic %s with %s", settings.kafka_topic, rules_from_args(args))
-    spark_builder.stop_on_signals(queries, log)
-    try:
-        status = spark_builder.await_queries(queries, log, "alert job")
-    finally:
-        if not writer.sinks.feed.flush():
-            log.error("%d alerts still spooled for RethinkDB in %s; they are sent on the next start",
-                      writer.sinks.feed.pending(), spool_path(settings))
-        writer.sinks.close()
-        spark.stop()
+            queries.append(live_power.start(spark, settings))
+        log.info("alerting on topic %s with %s", settings.kafka_topic, rules)
+        try:
+            status = jobs.serve(queries, log, "alert job")
+        finally:
+            if not writer.sinks.feed.flush():
+                log.error("%d alerts still spooled for RethinkDB in %s; they are sent on the next start",
+                          writer.sinks.feed.pending(), zones.alerts_spool(settings))
+            writer.sinks.close()
     log.info("%d alert documents written, %d out-of-order readings ignored",
              writer.totals["alerts"], writer.totals["out_of_order"])
     return status

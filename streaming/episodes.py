@@ -21,7 +21,6 @@ Rules (all in `Rules`, defaults documented in docs/streaming.md):
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -30,41 +29,33 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-KIND_OVERSHOOT = "overshoot"
-KIND_NO_DATA = "no_data"
-KIND_NEW_PEAK = "new_peak"
+from smw.alert import KIND_NEW_PEAK, KIND_NO_DATA, KIND_OVERSHOOT, alert_id
+from smw.config import option as _rule
+
 MAINS = "mains"
 
 IDLE, CANDIDATE, OPEN = 0, 1, 2
 
-# Alert fields produced here; the sinks add updated_ts_s when they write.
-ALERT_FIELDS = ("id", "kind", "house_id", "meter", "appliance", "threshold_w", "multiplier", "peak_w", "mean_w",
-                "start_ts_s", "end_ts_s", "state", "severity")
-
 
 @dataclass(frozen=True)
 class Rules:
-    """Parameters of the three alert kinds."""
+    """Parameters of the three alert kinds (each field's help is its command-line help)."""
 
-    multiplier: float = 2.0
-    clear_multiplier: float = 1.0
-    min_readings: int = 3
-    min_duration_s: float = 10.0
-    clear_readings: int = 2
-    cooldown_s: float = 300.0
-    stale_close_s: float = 300.0
-    critical_ratio: float = 3.0
-    overshoot_on_mains: bool = False
-    no_data_after_s: float = 1800.0
-    no_data_min_readings: int = 100
-    new_peak_margin: float = 1.1
-    new_peak_warmup_s: float = 86400.0
-    new_peak_cooldown_s: float = 86400.0
-
-
-def alert_id(kind: str, house_id: str, meter: int, start_ts_s: float) -> str:
-    """Deterministic alert id: a replay of the same readings yields the same id."""
-    return hashlib.sha1(f"{kind}|{house_id}|{meter}|{start_ts_s:.3f}".encode()).hexdigest()
+    multiplier: float = _rule(2.0, "an episode opens above threshold_w x this")
+    clear_multiplier: float = _rule(1.0, "it closes below threshold_w x this (hysteresis)")
+    min_readings: int = _rule(3, "consecutive readings above the raise level that open an episode")
+    min_duration_s: float = _rule(10.0, "...or seconds above the raise level that open it")
+    clear_readings: int = _rule(2, "consecutive readings below the clear level that close it")
+    cooldown_s: float = _rule(300.0, "a run starting this soon after a close re-opens the same episode")
+    stale_close_s: float = _rule(
+        300.0, "an open episode of a meter silent this long (event time) closes at its last reading")
+    critical_ratio: float = _rule(3.0, "severity critical when peak_w >= threshold_w x this, else warning")
+    overshoot_on_mains: bool = _rule(False, "raise overshoot alerts on mains meters too")
+    no_data_after_s: float = _rule(1800.0, "silence (event time, against the watermark) that opens a no_data alert")
+    no_data_min_readings: int = _rule(100, "readings a meter must have sent before its silence counts")
+    new_peak_margin: float = _rule(1.1, "a mains reading above record x this is a new peak")
+    new_peak_warmup_s: float = _rule(86400.0, "history a mains meter needs before new peaks are reported")
+    new_peak_cooldown_s: float = _rule(86400.0, "at most one new_peak alert per mains meter per this many seconds")
 
 
 # Per-meter state columns and their empty values.

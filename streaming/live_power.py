@@ -3,9 +3,9 @@
     spark-submit streaming/live_power.py [--trigger "2 seconds"] [--starting-offsets latest]
 
 The alert job starts the same query beside its own (`--live-power`, the default), so
-one Spark application serves both. Readings are parsed and validated by the landing
-job's transforms (malformed records are the alert job's and the landing job's to
-quarantine) and written per (house, meter, UTC hour) partition; the table's TTL
+one Spark application serves both. Readings are parsed and validated by the contract's
+Spark form, `smw.contract` (malformed records are the alert job's and the landing job's
+to quarantine) and written per (house, meter, UTC hour) partition; the table's TTL
 (7 days) ages them out. Writes are upserts on (house, meter, hour, ts): a batch redone
 after a crash writes the same rows.
 """
@@ -14,19 +14,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-from smw import config
+from smw import config, contract, jobs, zones
 
 log = logging.getLogger("streaming.live_power")
 
 QUERY_NAME = "live-power"
 TABLE = "recent_power"
-
-
-def checkpoint(settings: config.Settings) -> Path:
-    return Path(settings.data_dir) / "checkpoints" / "live-power"
-
 
 def power_rows(reading_rows):
     """(house_id, meter, hour_start, ts, power_w) rows of `recent_power` from valid readings."""
@@ -41,15 +35,12 @@ def power_rows(reading_rows):
 def start(spark, settings: config.Settings, *, trigger_interval: str = "2 seconds", starting_offsets: str = "latest",
           max_offsets_per_trigger: int | None = None, once: bool = False):
     """Start the live power query on its own Kafka source; returns the query."""
-    from ingest import land
-    from streaming import alerts
-
-    routed_rows = land.routed(land.parsed_messages(alerts.read_kafka(spark, settings, max_offsets_per_trigger,
-                                                                     starting_offsets)))
+    records = contract.read_kafka(spark, settings, starting_offsets=starting_offsets,
+                                  max_offsets_per_trigger=max_offsets_per_trigger)
     return (
-        power_rows(alerts.readings(routed_rows))
+        power_rows(contract.readings(contract.routed(contract.parsed_messages(records))))
         .writeStream.queryName(QUERY_NAME)
-        .option("checkpointLocation", str(checkpoint(settings)))
+        .option("checkpointLocation", str(zones.checkpoint(settings, QUERY_NAME)))
         # The connector's own streaming sink: no Python round trip per micro-batch.
         .format("org.apache.spark.sql.cassandra")
         .options(keyspace=settings.cassandra_keyspace, table=TABLE)
@@ -61,29 +52,18 @@ def start(spark, settings: config.Settings, *, trigger_interval: str = "2 second
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="streaming/live_power.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--once", action="store_true", help="write everything available now, then stop")
-    parser.add_argument("--trigger", default="2 seconds", help="micro-batch interval (default 2 seconds)")
-    parser.add_argument("--starting-offsets", default="latest", choices=("earliest", "latest"),
-                        help="Kafka offsets of a first start without checkpoint (default latest)")
+    jobs.add_stream_arguments(parser, trigger="2 seconds", starting_offsets="latest")
     config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master", "cassandra_hosts",
                          "cassandra_keyspace")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    jobs.configure_logging()
     settings = config.from_args(args)
-
-    from smw import spark as spark_builder
-
-    spark = spark_builder.session("smw-live-power", settings)
-    query = start(spark, settings, trigger_interval=args.trigger, starting_offsets=args.starting_offsets,
-                  once=args.once)
-    log.info("writing live power from topic %s into %s.%s", settings.kafka_topic, settings.cassandra_keyspace, TABLE)
-
-    spark_builder.stop_on_signals([query], log)
-    try:
-        return spark_builder.await_queries([query], log, "live power job")
-    finally:
-        spark.stop()
+    with jobs.session("smw-live-power", settings) as spark:
+        query = start(spark, settings, trigger_interval=args.trigger, starting_offsets=args.starting_offsets,
+                      max_offsets_per_trigger=args.max_offsets_per_trigger, once=args.once)
+        log.info("writing live power from topic %s into %s.%s", settings.kafka_topic, settings.cassandra_keyspace,
+                 TABLE)
+        return jobs.serve([query], log, "live power job")
 
 
 if __name__ == "__main__":

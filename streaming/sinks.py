@@ -17,35 +17,18 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from smw import config, cql, rethink
+from smw import alert, config, cql, rethink
 
 log = logging.getLogger(__name__)
 
-ALERTS_TABLE = "alerts"
 _INSERT_CQL = (
-    "INSERT INTO alerts_by_house (house_id, start_ts, alert_id, kind, meter, appliance, state, severity, "
+    f"INSERT INTO {alert.CASSANDRA_TABLE} (house_id, start_ts, alert_id, kind, meter, appliance, state, severity, "
     "threshold_w, multiplier, peak_w, mean_w, end_ts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
 def _timestamp(ts_s):
     return None if ts_s is None else datetime.fromtimestamp(ts_s, tz=timezone.utc)
-
-
-def latest_per_id(alerts: list[dict]) -> list[dict]:
-    """The last row of each alert id, in order of `seq` (open then close in one batch = the close)."""
-    newest: dict[str, dict] = {}
-    for alert in sorted(alerts, key=lambda a: a.get("seq", 0)):
-        newest[alert["id"]] = alert
-    return list(newest.values())
-
-
-def document(alert: dict, updated_ts_s: float) -> dict:
-    """The RethinkDB document of an alert: exactly the contract's fields."""
-    doc = {k: alert[k] for k in ("id", "kind", "house_id", "meter", "appliance", "threshold_w", "multiplier",
-                                 "peak_w", "mean_w", "start_ts_s", "end_ts_s", "state", "severity")}
-    doc["updated_ts_s"] = updated_ts_s
-    return doc
 
 
 class CassandraHistory:
@@ -129,7 +112,7 @@ class RethinkFeed:
         try:
             if self._conn is None:
                 self._conn = rethink.connect(self.settings, timeout_s=self.timeout_s)
-            table = rethink.r.table(ALERTS_TABLE)
+            table = rethink.r.table(alert.RETHINKDB_TABLE)
             for start in range(0, len(docs), 1000):
                 result = table.insert(docs[start:start + 1000], conflict="update").run(self._conn)
                 if result.get("errors"):
@@ -197,7 +180,7 @@ class AlertSinks:
     def write(self, alerts: list[dict]) -> int:
         """Write the newest row per alert id to both sinks; returns the number of documents."""
         now_s = time.time()
-        docs = [document(a, now_s) for a in latest_per_id(alerts)]
+        docs = [alert.document(a, now_s) for a in alert.latest_per_id(alerts)]
         if docs:
             self.history.write(docs)
         self.feed.write(docs)

@@ -15,7 +15,8 @@ import pytest
 # pyspark.testing imports pandas-on-Spark, which wants this set before pyspark loads.
 os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")
 
-from smw import config, cql, rethink, services
+from smw import config, cql, rethink
+from tools import services
 
 TEST_NAMESPACE = "smw_test"
 
@@ -105,3 +106,30 @@ def spark(settings):
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def sigkill_after_commits():
+    """sigkill_after_commits(command, commits, batches, log_path): run a streaming job's `command`
+    in its own session, its output in `log_path`, until its checkpoint's `commits` folder holds
+    `batches` committed batches (180 s at most), then SIGKILL it and every process it started.
+    Fails with the end of the log if the job exits first or is slower."""
+    import signal
+    import subprocess
+    import time
+
+    def run(command, commits, batches, log_path) -> None:
+        with open(log_path, "wb") as log_file:
+            job = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=config.ROOT,
+                                   start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and len(list(commits.glob("[0-9]*"))) < batches:
+                assert job.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.2)
+            assert len(list(commits.glob("[0-9]*"))) >= batches, log_path.read_text()[-3000:]
+        finally:
+            os.killpg(job.pid, signal.SIGKILL)
+            job.wait()
+
+    return run

@@ -10,20 +10,17 @@ import time
 from rethinkdb.errors import ReqlError
 
 from smw import rethink
+from smw.alert import RETHINKDB_TABLE, document
 from webapp import queries
 
 log = logging.getLogger(__name__)
 r = rethink.r
 
-FIELDS = ("id", "kind", "house_id", "meter", "appliance", "threshold_w", "multiplier", "peak_w", "mean_w",
-          "start_ts_s", "end_ts_s", "state", "severity", "updated_ts_s")
 RESUME_LOOKBACK_S = 86400  # an episode updated after the resume point started at most this long before it
 RESUME_LIMIT = 500
 
 
-def normalise(doc: dict) -> dict:
-    """The contract's fields of an alert document, nothing else."""
-    return {name: doc.get(name) for name in FIELDS}
+normalise = document  # a stored document with the contract's fields, nothing else
 
 
 def updated_key(alert: dict) -> float:
@@ -31,11 +28,11 @@ def updated_key(alert: dict) -> float:
 
 
 def table(settings):
-    return r.db(settings.rethinkdb_db).table("alerts")
+    return r.db(settings.rethinkdb_db).table(RETHINKDB_TABLE)
 
 
 def _table_of(conn):
-    return r.db(conn.db).table("alerts")
+    return r.db(conn.db).table(RETHINKDB_TABLE)
 
 
 def recent_alerts(conn, limit: int) -> list[dict]:

@@ -107,10 +107,6 @@ def get_rethinkdb():
     return g.rethinkdb
 
 
-def alerts_table():
-    return rethink.r.db(current_app.config["SMW_SETTINGS"].rethinkdb_db).table("alerts")
-
-
 def close_rethinkdb(_exc=None) -> None:
     conn = g.pop("rethinkdb", None)
     if conn is not None:

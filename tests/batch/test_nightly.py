@@ -7,7 +7,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch import nightly
-from smw import cql
 
 pytestmark = pytest.mark.spark
 DAY = dt.date(2011, 4, 18)

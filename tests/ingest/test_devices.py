@@ -96,13 +96,17 @@ def test_emu2_time_cluster_is_valid_but_ignored():
     assert isinstance(device.parse(frame, NOW), Ignored)
 
 
+def feed_and_parse(device, chunks):
+    """Feed `chunks` to `device` in turn and parse every frame it cuts from them."""
+    for chunk in chunks:
+        for frame in device.feed(chunk):
+            device.parse(frame, NOW)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=200), max_size=8))
 def test_pulse_never_raises_on_arbitrary_bytes(chunks):
-    meter = PulseMeter()
-    for chunk in chunks:
-        for frame in meter.feed(chunk):
-            meter.parse(frame, NOW)
+    feed_and_parse(PulseMeter(), chunks)
 
 
 @settings(max_examples=300, deadline=None)
@@ -110,10 +114,7 @@ def test_pulse_never_raises_on_arbitrary_bytes(chunks):
                                                                     b"</Demand>", b"<TimeCluster><x>"])),
                 max_size=8))
 def test_emu2_never_raises_on_arbitrary_bytes(chunks):
-    device = Emu2()
-    for chunk in chunks:
-        for frame in device.feed(chunk):
-            device.parse(frame, NOW)
+    feed_and_parse(Emu2(), chunks)
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,17 +1,14 @@
 """Landing Kafka into the raw zone against the real broker: exact contents, crash safety."""
 import collections
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from kafka import KafkaProducer
 
 from ingest import land
-from smw import config, messages
+from smw import config, messages, zones
 from smw.messages import Series
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -52,7 +49,7 @@ def produce_readings(settings, houses=4, meters=3, messages_per_meter=5, per_mes
 
 
 def landed(spark, settings):
-    raw = land.read_raw(spark, settings)
+    raw = zones.read_raw(spark, settings)
     return collections.Counter(
         (r.house_id, r.meter, r.ts_s, r.power_w) for r in raw.select("house_id", "meter", "ts_s", "power_w").collect()
     )
@@ -68,7 +65,7 @@ def test_once_lands_exactly_the_valid_readings_and_quarantines_the_rest(spark, k
     assert query.exception() is None
 
     assert landed(spark, settings) == collections.Counter(expected)
-    quarantine = land.read_quarantine(spark, settings).collect()
+    quarantine = zones.read_quarantine(spark, settings).collect()
     assert sorted(row.value for row in quarantine) == sorted(bad)
     assert all(row.topic == topic and row.error for row in quarantine)
     assert len({(row.partition, row.offset) for row in quarantine}) == len(bad)
@@ -79,26 +76,15 @@ def test_once_lands_exactly_the_valid_readings_and_quarantines_the_rest(spark, k
     assert landed(spark, settings) == collections.Counter(expected)
 
 
-def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kafka_ready, topic, tmp_path):
+def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(spark, kafka_ready, topic, tmp_path,
+                                                                     sigkill_after_commits):
     settings = kafka_ready.replace(kafka_topic=topic, data_dir=str(tmp_path / "data"))
     expected, _ = produce_readings(settings, houses=6, messages_per_meter=20, per_message=50)
     command = [sys.executable, "-m", "ingest.land", "--trigger", "1 second", "--max-offsets-per-trigger", "3",
                "--kafka-topic", topic, "--data-dir", settings.data_dir, "--spark-master", "local[2]"]
-    log_path = tmp_path / "land.log"
-    with open(log_path, "wb") as log_file:
-        job = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=config.ROOT,
-                               start_new_session=True)
-    commits = land.checkpoint(settings) / "commits"
-    try:
-        deadline = time.monotonic() + 180
-        # Kill it once a few batches are committed, while more are still to come.
-        while time.monotonic() < deadline and len(list(commits.glob("[0-9]*"))) < 4:
-            assert job.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.2)
-        assert len(list(commits.glob("[0-9]*"))) >= 4, log_path.read_text()[-3000:]
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+    commits = zones.checkpoint(settings, land.QUERY_NAME) / "commits"
+    # Kill it once a few batches are committed, while more are still to come.
+    sigkill_after_commits(command, commits, 4, tmp_path / "land.log")
     partial = landed(spark, settings)
     assert 0 < sum(partial.values()) < len(expected)  # it really was killed mid-stream
     assert not partial - collections.Counter(expected)  # and what it landed is right

@@ -1,10 +1,8 @@
 """Cutting sources into contract messages, quarantining bad rows, and a real produce/consume round trip."""
 import json
 
-import numpy as np
 import pyarrow as pa
 import pytest
-from kafka import KafkaConsumer
 
 from ingest import producer as producing
 from smw import messages
@@ -192,28 +190,9 @@ def test_lanes_pin_each_house_to_one_producer_and_spread_houses():
     assert first == [b"h1", b"h1", b"h3", b"h1"] and second == [b"h2", b"h2"]
 
 
-def consume_all(settings, topic):
-    """Every record of `topic`, read until each partition's end offset (no idle timeout)."""
-    from kafka import TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_list, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
 @pytest.mark.integration
 @pytest.mark.parametrize("lanes", [1, 3])
-def test_publish_then_consume_exactly_n_in_order_per_house(kafka_ready, topic, lanes):
+def test_publish_then_consume_exactly_n_in_order_per_house(kafka_ready, topic, read_topic, lanes):
     rows = interleaved("h1", 2500) + interleaved("h2", 1800, meters=(1, 3)) + interleaved("h3", 700)
     rows += interleaved("h4", 900, meters=(2,)) + [("h2", 3, "l3", "a3", float("inf"), 1.0)]
     kafka_producer = producing.make_lanes(kafka_ready, lanes)
@@ -227,7 +206,7 @@ def test_publish_then_consume_exactly_n_in_order_per_house(kafka_ready, topic, l
 
     received = {}
     partition_of = {}
-    for record in consume_all(kafka_ready, topic):
+    for record in read_topic(topic):
         body = messages.decode(record.value)
         assert record.key.decode() == body["house_id"]
         assert partition_of.setdefault(body["house_id"], record.partition) == record.partition

@@ -9,7 +9,6 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from ingest import replay
 from smw import config, messages
@@ -52,25 +51,13 @@ def test_unknown_source_is_a_usage_error():
         replay.source_batches("csv:/x", 1, 1, 0, 0.0)
 
 
-def consumed_readings(settings, topic):
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_list, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        count = 0
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                for record in batch:
-                    count += sum(len(s["ts_s"]) for s in messages.decode(record.value)["series"])
-        return count
-    finally:
-        consumer.close()
+def readings_in(records):
+    """How many readings these Kafka records (contract messages) carry."""
+    return sum(len(s["ts_s"]) for record in records for s in messages.decode(record.value)["series"])
 
 
 @pytest.mark.integration
-def test_replay_cli_publishes_everything_and_quarantines_bad_rows(kafka_ready, topic, tmp_path, capsys):
+def test_replay_cli_publishes_everything_and_quarantines_bad_rows(topic, read_topic, tmp_path, capsys):
     root = write_raw_zone(tmp_path, days=2, per_day=400, bad_rows=3)
     quarantine = tmp_path / "q.jsonl"
     code = replay.main(["--source", f"parquet:{root}", "--kafka-topic", topic, "--lanes", "2",
@@ -80,11 +67,11 @@ def test_replay_cli_publishes_everything_and_quarantines_bad_rows(kafka_ready, t
     assert "1,594 readings" in out and "failed 0" in out and "quarantined 6" in out
     assert [json.loads(line)["reason"] for line in quarantine.read_text().splitlines()] == \
         ["non-finite timestamp or power"] * 6
-    assert consumed_readings(kafka_ready, topic) == 2 * 2 * 400 - 6
+    assert readings_in(read_topic(topic)) == 2 * 2 * 400 - 6
 
 
 @pytest.mark.integration
-def test_ctrl_c_stops_a_paced_replay_and_flushes_what_was_sent(kafka_ready, topic, tmp_path):
+def test_ctrl_c_stops_a_paced_replay_and_flushes_what_was_sent(kafka_ready, topic, read_topic, tmp_path):
     root = write_raw_zone(tmp_path, days=1, per_day=1000)  # 1000 minutes of data at 60x: ~17 min
     env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_ready.kafka_bootstrap, "PYTHONPATH": str(config.ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "ingest.replay", "--source", f"parquet:{root}", "--speed", "60",
@@ -97,7 +84,7 @@ def test_ctrl_c_stops_a_paced_replay_and_flushes_what_was_sent(kafka_ready, topi
     assert "(stopped early)" in out and "failed 0" in out, out
     sent = int(out.split(" readings in ")[0].replace(",", ""))
     assert 0 < sent < 2000
-    assert consumed_readings(kafka_ready, topic) == sent  # every reading reported sent was delivered
+    assert readings_in(read_topic(topic)) == sent  # every reading reported sent was delivered
 
 
 def test_paced_synthetic_replay_interleaves_houses_in_event_time():

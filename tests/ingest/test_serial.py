@@ -137,13 +137,13 @@ def test_event_messages_carry_version_type_and_house():
 
 
 @pytest.mark.integration
-def test_serial_cli_publishes_demand_as_readings_and_price_as_events(kafka_ready, topic, tmp_path):
+def test_serial_cli_publishes_demand_as_readings_and_price_as_events(kafka_ready, topic, read_topic, tmp_path):
     import signal
     import subprocess
     import sys
     import uuid
 
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka import KafkaAdminClient
 
     from smw import config
     from smw.init import create_topics
@@ -171,26 +171,11 @@ def test_serial_cli_publishes_demand_as_readings_and_price_as_events(kafka_ready
     assert process.returncode == 0, err
     assert "readings sent 2" in out and "events sent 1 (delivered 1, failed 0)" in out, out
 
-    def records(name):
-        consumer = KafkaConsumer(bootstrap_servers=kafka_ready.kafka_bootstrap_list, enable_auto_commit=False)
-        try:
-            partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
-            end = consumer.end_offsets(partitions)
-            got = []
-            while any(consumer.position(tp) < end[tp] for tp in partitions):
-                for batch in consumer.poll(timeout_ms=1000).values():
-                    got.extend(batch)
-            return got
-        finally:
-            consumer.close()
-
-    powers = [p for r in records(topic) for s in messages.decode(r.value)["series"] for p in s["power_w"]]
+    powers = [p for r in read_topic(topic) for s in messages.decode(r.value)["series"] for p in s["power_w"]]
     assert powers == [-500.0, -500.0]
     admin = KafkaAdminClient(bootstrap_servers=kafka_ready.kafka_bootstrap_list)
     try:
-        (event,) = records(events_topic)
+        (event,) = read_topic(events_topic)
         admin.delete_topics([events_topic])
     finally:
         admin.close()

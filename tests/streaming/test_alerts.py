@@ -3,8 +3,10 @@ import time
 
 import pytest
 
+from smw import zones
 from streaming import alerts
-from streaming.episodes import KIND_NO_DATA, KIND_OVERSHOOT, Rules
+from smw.alert import KIND_NO_DATA, KIND_OVERSHOOT
+from streaming.episodes import Rules
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -72,7 +74,7 @@ def test_spike_raises_one_overshoot_alert_in_both_sinks_and_a_replay_adds_nothin
         (doc["id"], "closed", 450.0, T0 + 18)]
 
     # The quarantine holds the two malformed records.
-    quarantine = spark.read.parquet(str(alerts.job_dir(job_settings) / "quarantine")).collect()
+    quarantine = spark.read.parquet(str(zones.alerts_quarantine(job_settings))).collect()
     assert sorted(bytes(r.value) for r in quarantine) == [b"not json", b'{"v": 9}']
 
     # Same readings again from a fresh checkpoint: same ids, nothing new.

@@ -1,14 +1,11 @@
 """SIGKILL the alert job mid-stream, restart it from its checkpoint: no duplicate, no missing alert."""
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 
-from smw import config
+from smw import config, zones
 from streaming import alerts, episodes
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -46,7 +43,8 @@ def dataset(prefix: str):
 
 
 def test_sigkill_then_restart_from_checkpoint_neither_duplicates_nor_loses_alerts(
-        spark, kafka_ready, rethinkdb_ready, cassandra_session, topic, tmp_path, house_prefix, alert_io):
+        spark, kafka_ready, rethinkdb_ready, cassandra_session, topic, tmp_path, house_prefix, alert_io,
+        sigkill_after_commits):
     settings = kafka_ready.replace(kafka_topic=topic, data_dir=str(tmp_path / "data"))
     by_message, frame = dataset(house_prefix)
     for house in range(HOUSES):
@@ -64,20 +62,8 @@ def test_sigkill_then_restart_from_checkpoint_neither_duplicates_nor_loses_alert
                "--kafka-topic", topic, "--data-dir", settings.data_dir, "--spark-master", "local[2]",
                "--cassandra-keyspace", settings.cassandra_keyspace, "--rethinkdb-db", settings.rethinkdb_db,
                "--spark-shuffle-partitions", "2", "--cooldown-s", "60"]
-    log_path = tmp_path / "alerts.log"
-    with open(log_path, "wb") as log_file:
-        job = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, cwd=config.ROOT,
-                               start_new_session=True)
-    commits = alerts.checkpoint(settings) / "commits"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and len(list(commits.glob("[0-9]*"))) < 6:
-            assert job.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.2)
-        assert len(list(commits.glob("[0-9]*"))) >= 6, log_path.read_text()[-3000:]
-    finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+    commits = zones.checkpoint(settings, alerts.QUERY_NAME) / "commits"
+    sigkill_after_commits(command, commits, 6, tmp_path / "alerts.log")
     house_ids = [f"{house_prefix}{h}" for h in range(HOUSES)]
     partial = alert_io.rethink_alerts(settings, house_ids)
     assert 0 < len(partial) < len(expected)  # it really was killed mid-stream

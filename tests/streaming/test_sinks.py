@@ -2,7 +2,8 @@
 import pytest
 
 from smw import rethink
-from streaming.sinks import RethinkFeed, document, latest_per_id
+from smw.alert import document, latest_per_id
+from streaming.sinks import RethinkFeed
 
 pytestmark = [pytest.mark.integration]
 

@@ -4,8 +4,8 @@ import time
 import pytest
 
 from tests.webapp.conftest import make_alert
-from webapp.browser import browser_processes, chromium_driver, still_running
-from webapp.server import ServerProcess
+from tools.browser import browser_processes, chromium_driver, still_running
+from tools.server import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import socket
 import pytest
 
 from smw import config
-from webapp import server as server_module
-from webapp.browser import descendants, still_running
-from webapp.server import ServerError, ServerProcess
+from tools import server as server_module
+from tools.browser import descendants, still_running
+from tools.server import ServerError, ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -97,5 +97,24 @@ const SMW = (() => {
 
   function showError(container, error) { container.replaceChildren(el("p", error.message, "error")); }
 
-  return { el, row, link, fmt, pct, tsText, getJSON, fill, bars, lines, align, showError, palette };
+  // A page of one day, picked in form#pick: loads `url` for that day (no day: the server's
+  // default, which then fills the picker) and hands the data to render(data, chart); errors
+  // go in the #chartId element. Reloads when the form is submitted.
+  function dayPage(url, chartId, render) {
+    const form = document.getElementById("pick");
+    async function load() {
+      const query = new URLSearchParams();
+      if (form.elements.day.value) query.set("day", form.elements.day.value);
+      const chart = document.getElementById(chartId);
+      try {
+        const data = await getJSON(url + "?" + query);
+        if (!form.elements.day.value) form.elements.day.value = data.day;
+        render(data, chart);
+      } catch (error) { showError(chart, error); }
+    }
+    form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
+    load();
+  }
+
+  return { el, row, link, fmt, pct, tsText, getJSON, fill, bars, lines, align, showError, dayPage, palette };
 })();

@@ -1,12 +1,12 @@
 """Benchmark the nightly job against DuckDB computing the same outputs from the same Parquet.
 
-    python -m batch.bench [--sizes 10M,100M,600M:1] [--days 7] [--repeats 3] [--work DIR]
+    python -m tools.bench_batch [--sizes 10M,100M,600M:1] [--days 7] [--repeats 3] [--work DIR]
 
 For each size: generates houses (datasets.generator) until the readings reach the
 size, then times, side by side and alternating, the whole nightly job as
 `spark-submit batch/nightly.py --from .. --to .. --no-write` (daily, hourly, totals,
 appliance, zip and threshold outputs computed and counted; the JVM start included)
-and `python -m batch.reference`, the same six outputs in DuckDB from the same Parquet.
+and `python -m tools.reference`, the same six outputs in DuckDB from the same Parquet.
 Prints medians, the Spark/DuckDB ratio, and how time scales with size. `--work DIR`
 keeps the generated data there and uses it again on the next run.
 """
@@ -106,7 +106,7 @@ def median(values: list[float]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_batch", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10M,100M,600M:1",
                         help="comma-separated reading counts, each optionally with its own number of timed "
                              "runs after a colon (default 10M,100M,600M:1: the original system's scale once)")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             inputs = ["--readings", str(out / "readings"), "--houses", str(out / "houses.parquet"),
                       "--from", first, "--to", last]
             spark_cmd = [spark_builder.spark_submit(), "batch/nightly.py", "--no-write", *inputs]
-            duck_cmd = [sys.executable, "-m", "batch.reference", *inputs]
+            duck_cmd = [sys.executable, "-m", "tools.reference", *inputs]
             spark_s, duck_s = [], []
             for run in range(repeats):
                 spark_s.append(timed(spark_cmd, env))

@@ -4,7 +4,7 @@ import pytest
 
 from batch.nightly import Params
 from datasets import generator
-from streaming import evaluate
+from tools import evaluate_alerts as evaluate
 
 
 @pytest.fixture(scope="module")

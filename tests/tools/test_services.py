@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from smw import config, cql, services
+from smw import config, cql
+from tools import services
 
 pytestmark = pytest.mark.integration
 

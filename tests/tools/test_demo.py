@@ -1,4 +1,4 @@
-"""End to end at a tiny scale: `python -m smw.demo start`, then check every layer's output.
+"""End to end at a tiny scale: `python -m tools.demo start`, then check every layer's output.
 
 generate -> Kafka -> landing -> nightly batch -> Cassandra equals the DuckDB reference
 computed from the generated history; the live day's injected spikes raise alerts that
@@ -21,7 +21,7 @@ import pytest
 
 from datasets import generator
 from smw import cql, rethink
-from smw.demo import JOBS, Job
+from tools.demo import JOBS, Job
 from smw.init import delete_topic
 
 pytestmark = pytest.mark.integration
@@ -42,7 +42,7 @@ def demo(tmp_path_factory, kafka_ready, cassandra_session, rethinkdb_ready):
     port = free_port()
     topic = f"smw-e2e-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, CASSANDRA_KEYSPACE=NAMESPACE, RETHINKDB_DB=NAMESPACE)
-    command = [sys.executable, "-m", "smw.demo", "--home", str(home), "start", "--houses", str(HOUSES),
+    command = [sys.executable, "-m", "tools.demo", "--home", str(home), "start", "--houses", str(HOUSES),
                "--days", str(DAYS), "--period-s", str(PERIOD_S), "--seed", str(SEED), "--speed", "60",
                "--live-spikes", "96", "--port", str(port), "--topic", topic, "--alert-timeout-s", "240"]
     started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
@@ -51,7 +51,7 @@ def demo(tmp_path_factory, kafka_ready, cassandra_session, rethinkdb_ready):
     try:
         yield info
     finally:
-        subprocess.run([sys.executable, "-m", "smw.demo", "--home", str(home), "stop"], env=env, timeout=120)
+        subprocess.run([sys.executable, "-m", "tools.demo", "--home", str(home), "stop"], env=env, timeout=120)
         delete_topic(kafka_ready, topic)
 
 
@@ -73,7 +73,7 @@ def test_demo_starts_and_prints_where_to_look(demo):
 
 
 def test_daily_kwh_in_cassandra_equal_the_reference(demo, e2e_settings):
-    from batch import reference
+    from tools import reference
 
     assert demo["returncode"] == 0, demo["output"][-3000:]
     history = demo["home"] / "history"
@@ -146,7 +146,7 @@ def test_dashboard_pages_answer_with_data(demo):
 
 def test_stop_leaves_no_process_behind(demo):
     pids = [Job(demo["home"], name).pid() for name in JOBS]
-    subprocess.run([sys.executable, "-m", "smw.demo", "--home", str(demo["home"]), "stop"], env=demo["env"],
+    subprocess.run([sys.executable, "-m", "tools.demo", "--home", str(demo["home"]), "stop"], env=demo["env"],
                    check=True, timeout=120)
     for name in JOBS:
         assert Job(demo["home"], name).pid() is None

@@ -6,7 +6,7 @@ import pytest
 from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
-from ingest import land
+from smw import contract, schema
 from smw import messages
 
 pytestmark = pytest.mark.spark
@@ -73,7 +73,7 @@ def python_verdict(raw: str) -> bool:
 
 def test_spark_validation_agrees_with_the_contract_module(spark):
     records = kafka_records(spark, [raw.encode() for raw in CORPUS])
-    verdicts = {row.offset: row.error for row in land.parsed_messages(records).select("offset", "error").collect()}
+    verdicts = {row.offset: row.error for row in contract.parsed_messages(records).select("offset", "error").collect()}
     mismatches = [(CORPUS[i], verdicts[i]) for i in range(len(CORPUS)) if (verdicts[i] is None) != python_verdict(CORPUS[i])]
     assert mismatches == []
     assert sum(v is None for v in verdicts.values()) == 2  # GOOD and the 64-character house id
@@ -81,8 +81,8 @@ def test_spark_validation_agrees_with_the_contract_module(spark):
 
 def test_readings_explode_with_utc_dates_across_midnight(spark):
     records = kafka_records(spark, [json.dumps(GOOD).encode()])
-    routed = land.routed(land.parsed_messages(records))
-    got = routed.where("zone = 'raw'").select(*land.READING_COLUMNS)
+    routed = contract.routed(contract.parsed_messages(records))
+    got = routed.where("zone = 'raw'").select(*schema.RAW_COLUMNS)
     expected = spark.createDataFrame(
         [
             Row(house_id="h1", meter=3, label="oven", appliance="oven", ts_s=1303171199.5, power_w=10.0,
@@ -102,7 +102,7 @@ def test_utc_date_ignores_the_session_time_zone(spark):
     previous = spark.conf.get("spark.sql.session.timeZone")
     spark.conf.set("spark.sql.session.timeZone", "America/New_York")
     try:
-        dates = [row.d for row in frame.select(land.utc_date(frame.ts_s).alias("d")).collect()]
+        dates = [row.d for row in frame.select(contract.utc_date(frame.ts_s).alias("d")).collect()]
     finally:
         spark.conf.set("spark.sql.session.timeZone", previous)
     assert dates == [dt.date(2011, 4, 18), dt.date(2011, 4, 19)]
@@ -114,7 +114,7 @@ def test_invalid_records_are_routed_whole_to_the_quarantine(spark):
          (b"h1", json.dumps(GOOD).encode(), "readings", 0, 42, dt.datetime(2011, 4, 19, 0, 0, 1))],
         KAFKA_COLUMNS,
     )
-    routed = land.routed(land.parsed_messages(records))
+    routed = contract.routed(contract.parsed_messages(records))
     zones = {row.zone: row for row in routed.where("zone = 'quarantine' OR meter = 1").collect()}
     assert zones["quarantine"].value == b"not json" and zones["quarantine"].offset == 41
     assert zones["quarantine"].house_id is None and zones["quarantine"].error

@@ -4,7 +4,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from batch import energy
+from smw import energy
 
 NY = "America/New_York"
 # 2011-04-18 00:00 in New York (EDT, UTC-4) is 04:00 UTC.

@@ -1,8 +1,8 @@
 """The whole lambda pipeline on one machine: history, nightly batch, live alerts, dashboard.
 
-    python -m smw.demo start [--houses 50] [--days 14] [--speed 60] [--port 8000]
-    python -m smw.demo status
-    python -m smw.demo stop
+    python -m tools.demo start [--houses 50] [--days 14] [--speed 60] [--port 8000]
+    python -m tools.demo status
+    python -m tools.demo stop
 
 `make demo` runs `make setup` and then `start`, which:
 
@@ -36,7 +36,8 @@ import urllib.request
 from pathlib import Path
 
 from smw import config
-from smw.services import stop_process_group
+from smw.alert import RETHINKDB_TABLE
+from tools.services import PidFileProcess
 
 DEMO_TOPIC = "smw-demo-readings"
 JOBS = ("land", "alerts", "web", "live")
@@ -55,8 +56,10 @@ def _start_ticks(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-class Job:
+class Job(PidFileProcess):
     """A background process of the demo: its own session, a log file and a pid file under var/demo/."""
+
+    stop_timeout_s = 30.0
 
     def __init__(self, home: Path, name: str):
         self.name = name
@@ -91,15 +94,6 @@ class Job:
                                        cwd=config.ROOT, env=env, start_new_session=True)
         self.pid_file.write_text(f"{process.pid} {_start_ticks(process.pid)}\n")
         return process.pid
-
-    def stop(self, timeout_s: float = 30.0) -> bool:
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        stop_process_group(pid, lambda: self.pid() == pid, timeout_s, self.name)
-        self.pid_file.unlink(missing_ok=True)
-        return True
 
     def tail(self, lines: int = 30) -> str:
         return tail(self.log_file, lines)
@@ -178,11 +172,11 @@ class Demo:
             shutil.rmtree(self.home / sub, ignore_errors=True)
 
     def services_up(self) -> subprocess.Popen:
-        """`python -m smw.services up` in the background (idempotent); the history is generated meanwhile."""
+        """`python -m tools.services up` in the background (idempotent); the history is generated meanwhile."""
         log_file = self.home / "logs" / "services.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(log_file, "ab") as out:
-            return subprocess.Popen(self.python("smw.services", "up"), stdout=out, stderr=subprocess.STDOUT,
+            return subprocess.Popen(self.python("tools.services", "up"), stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=config.ROOT, env=self.env)
 
     def init(self, services: subprocess.Popen) -> None:
@@ -286,7 +280,7 @@ def first_alert(settings: config.Settings, since_ts_s: float) -> dict | None:
 
     try:
         with rethink.connection(settings) as conn:
-            found = list(rethink.r.db(settings.rethinkdb_db).table("alerts")
+            found = list(rethink.r.db(settings.rethinkdb_db).table(RETHINKDB_TABLE)
                          .filter(lambda a: (a["kind"] == "overshoot") & (a["updated_ts_s"] >= since_ts_s))
                          .limit(1).run(conn))
     except Exception:  # reqlite briefly unreachable: try again on the next poll
@@ -345,7 +339,7 @@ def stop(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smw.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--home", default=str(Path(config.load().var_dir) / "demo"),
                         help="logs, pid files, history and raw zone of the demo (default var/demo)")
     commands = parser.add_subparsers(dest="command", required=True)

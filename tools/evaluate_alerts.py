@@ -1,10 +1,10 @@
 """Measure alert quality against generated ground truth: precision, recall, false alerts per house-day.
 
-    python -m streaming.evaluate [--houses 12] [--history-days 7] [--days 3] [--spikes-per-house-day 4] [--seed 1]
+    python -m tools.evaluate_alerts [--houses 12] [--history-days 7] [--days 3] [--spikes-per-house-day 4] [--seed 1]
 
 1. Generates derived houses (datasets.generator). The first `--history-days` days
    are generated without spikes and give each (house, meter) its threshold and
-   hourly profile with the nightly job's own maths (`batch.energy.quantile_thresholds`,
+   hourly profile with the nightly job's own maths (`smw.energy.quantile_thresholds`,
    the nightly defaults of quantile, off level and standby ratio unless overridden),
    written to Cassandra `thresholds` as the nightly job writes them.
 2. The next `--days` days are replayed through a fresh Kafka topic in event-time
@@ -34,18 +34,18 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
-from batch import energy
 from batch.nightly import Params
 from datasets import generator
-from smw import config, messages
+from ingest import producer as producing
+from smw import alert, config, energy, messages
 from smw.messages import Series
 from streaming import episodes
 
-log = logging.getLogger("streaming.evaluate")
+log = logging.getLogger("tools.evaluate_alerts")
 
 
 @dataclass(frozen=True)
@@ -119,32 +119,16 @@ def messages_in_time_order(house_days, window_s: float):
         yield messages.encode(house_id, series)
 
 
-def produce(settings: config.Settings, message_iter) -> int:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_list, acks="all", linger_ms=20,
-                             batch_size=1 << 20, max_request_size=8 << 20)
-    sent = 0
-    try:
-        for key, value in message_iter:
-            producer.send(settings.kafka_topic, key=key, value=value)
-            sent += 1
-        producer.flush(timeout=300)
-    finally:
-        producer.close()
-    return sent
-
-
 def score(alerts: list[dict], spikes: list, spiked_houses: set, clean_house_days: float, tolerance_s: float) -> dict:
     """Precision, recall and false alerts per house-day of overshoot alerts against the spikes."""
-    overshoots = [a for a in alerts if a["kind"] == episodes.KIND_OVERSHOOT]
+    overshoots = [a for a in alerts if a["kind"] == alert.KIND_OVERSHOOT]
     on_spiked = [a for a in overshoots if a["house_id"] in spiked_houses]
     on_clean = [a for a in overshoots if a["house_id"] not in spiked_houses]
 
-    def overlaps(alert, spike, meters):
-        end_s = alert["end_ts_s"] if alert["end_ts_s"] is not None else alert["start_ts_s"]
-        return (alert["house_id"] == spike.house_id and alert["meter"] in meters
-                and alert["start_ts_s"] <= spike.start_ts_s + spike.duration_s + tolerance_s
+    def overlaps(candidate, spike, meters):
+        end_s = candidate["end_ts_s"] if candidate["end_ts_s"] is not None else candidate["start_ts_s"]
+        return (candidate["house_id"] == spike.house_id and candidate["meter"] in meters
+                and candidate["start_ts_s"] <= spike.start_ts_s + spike.duration_s + tolerance_s
                 and end_s >= spike.start_ts_s - tolerance_s)
 
     matching = [a for a in on_spiked
@@ -164,10 +148,7 @@ def score(alerts: list[dict], spikes: list, spiked_houses: set, clean_house_days
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streaming import alerts
-
-    parser = argparse.ArgumentParser(prog="python -m streaming.evaluate", description=__doc__.splitlines()[0])
-    batch_defaults = Params()
+    parser = argparse.ArgumentParser(prog="python -m tools.evaluate_alerts", description=__doc__.splitlines()[0])
     parser.add_argument("--houses", type=int, default=12, help="houses; half get spikes (default 12)")
     parser.add_argument("--history-days", type=int, default=7, help="spike-free days for thresholds (default 7)")
     parser.add_argument("--days", type=int, default=3, help="days replayed through the job (default 3)")
@@ -177,26 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source", default="synthetic:6:24",
                         help="generator source (default synthetic:6:24, enough clean days that replayed days "
                              "differ from the history days)")
-    parser.add_argument("--quantile", type=float, default=batch_defaults.quantile,
-                        help=f"threshold quantile, as the nightly job's (default {batch_defaults.quantile})")
-    parser.add_argument("--off-level-w", type=float, default=batch_defaults.off_level_w,
-                        help=f"off level of thresholds, as the nightly job's (default {batch_defaults.off_level_w})")
-    parser.add_argument("--standby-ratio", type=float, default=batch_defaults.standby_ratio,
-                        help=f"standby ratio of thresholds, as the nightly job's (default {batch_defaults.standby_ratio})")
+    # The nightly job's threshold flags and the alert job's rule flags, so that a change can be
+    # evaluated before it becomes a default.
+    config.add_options(parser, Params, ("quantile", "off_level_w", "standby_ratio"))
+    config.add_options(parser, episodes.Rules)
     parser.add_argument("--tolerance-s", type=float, default=30.0, help="slack when matching windows (default 30)")
     parser.add_argument("--window-s", type=float, default=60.0, help="event time per Kafka message (default 60)")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=2000)
     parser.add_argument("--namespace", default="smw_eval", help="Cassandra keyspace and RethinkDB db (default smw_eval)")
-    # The job's own rule flags, so that a rule change can be evaluated before it becomes a default.
-    job = alerts.build_parser()
-    for action in job._actions:
-        if action.dest in {f.name for f in fields(episodes.Rules)}:
-            if isinstance(action, argparse.BooleanOptionalAction):
-                parser.add_argument(action.option_strings[0], action=argparse.BooleanOptionalAction,
-                                    default=action.default, help=action.help)
-            else:
-                parser.add_argument(*action.option_strings, type=action.type, default=action.default,
-                                    help=action.help)
     config.add_arguments(parser, "kafka_bootstrap", "spark_master")
     return parser
 
@@ -208,8 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     from smw import spark as spark_builder
     from streaming import alerts
 
-    params = Params(quantile=args.quantile, off_level_w=args.off_level_w, window_days=args.history_days,
-                    standby_ratio=args.standby_ratio)
+    params = config.options_from_args(Params, args, window_days=args.history_days)
     settings = config.from_args(args).replace(cassandra_keyspace=args.namespace, rethinkdb_db=args.namespace)
     rules = alerts.rules_from_args(args)
     tag = uuid.uuid4().hex[:6]
@@ -253,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     spikes = [dataclasses.replace(s, house_id=house_id) for house_id, _, hd in house_days for s in hd.spikes
               if s.start_ts_s >= first_s and s.start_ts_s + s.duration_s <= last_s]
     readings = sum(len(hd.ts_s) for _, _, hd in house_days)
-    sent = produce(settings, messages_in_time_order(house_days, args.window_s))
+    sent = producing.send_all(settings, messages_in_time_order(house_days, args.window_s))
     produced_s = time.perf_counter() - started
     window_days = (last_s - first_s) / 86400.0
     print(f"generated and produced {readings:,} readings of {args.houses} houses x {window_days:.2f} days "
@@ -276,11 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     spark.stop()
 
     with rethink.connection(settings) as conn:
-        found = list(rethink.r.table("alerts").get_all(*[h for h, _, _ in house_days], index="house_id").run(conn))
+        found = list(rethink.r.table(alert.RETHINKDB_TABLE).get_all(*[h for h, _, _ in house_days], index="house_id").run(conn))
     clean_house_days = window_days * (args.houses - len(spiked_houses))
     result = score(found, spikes, spiked_houses, clean_house_days, args.tolerance_s)
-    kinds = {k: sum(1 for a in found if a["kind"] == k) for k in (episodes.KIND_OVERSHOOT, episodes.KIND_NO_DATA,
-                                                                  episodes.KIND_NEW_PEAK)}
+    kinds = {k: sum(1 for a in found if a["kind"] == k) for k in (alert.KIND_OVERSHOOT, alert.KIND_NO_DATA,
+                                                                  alert.KIND_NEW_PEAK)}
     print(f"job: {readings:,} readings in {job_s:.0f} s ({readings / job_s:,.0f} readings/s); alerts by kind: {kinds}")
     print(f"rules: {rules}")
     print(f"thresholds: quantile {params.quantile}, off level {params.off_level_w} W, standby ratio "

@@ -1,6 +1,6 @@
 """A headless Chromium WebDriver for the browser test and `make screenshots`.
 
-Serve the app with `webapp.server.ServerProcess` and point the driver at its url."""
+Serve the app with `tools.server.ServerProcess` and point the driver at its url."""
 from __future__ import annotations
 
 import logging

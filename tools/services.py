@@ -6,7 +6,7 @@ Each service runs as a local process bound to 127.0.0.1 (hosts and ports from
 each service answers a real client request; `down` stops exactly the processes
 whose pid files it wrote.
 
-    python -m smw.services up|down|status [kafka|cassandra|rethinkdb ...]
+    python -m tools.services up|down|status [kafka|cassandra|rethinkdb ...]
 """
 from __future__ import annotations
 
@@ -66,8 +66,33 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+class PidFileProcess:
+    """A process this project started and tracks by a pid file (a service, a demo job).
+
+    Subclasses give `name`, `pid_file` and `pid()`, which tells whether the process in the pid
+    file is still ours; stopping signals only that process's group, never a process by name.
+    """
+
+    name: str
+    pid_file: Path
+    stop_timeout_s = 60.0
+
+    def pid(self) -> int | None:
+        raise NotImplementedError
+
+    def stop(self, timeout_s: float | None = None) -> bool:
+        """Stop our process (TERM, then KILL after timeout_s); True if one was running."""
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        stop_process_group(pid, lambda: self.pid() == pid, timeout_s or self.stop_timeout_s, self.name)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
 @dataclass
-class Service:
+class Service(PidFileProcess):
     """A local service process with a pid file, a log file and a readiness probe."""
 
     name: str
@@ -106,6 +131,11 @@ class Service:
     def probe(self) -> None:
         """Raise unless the service answers a real client request."""
         raise NotImplementedError
+
+    def render_config(self, template: str, target: Path, **values) -> None:
+        """Write a configuration file from a template under infra/, with this service's
+        host, port and data folder and the given values."""
+        _render(INFRA / template, target, host=self.host, port=self.port, data_dir=self.data_dir, **values)
 
     # -- process handling ----------------------------------------------------
     def pid(self) -> int | None:
@@ -188,17 +218,6 @@ class Service:
             f"{self.name} not ready after {timeout_s:.0f} s; last lines of {self.log_file}:\n{self.log_tail()}"
         )
 
-    def stop(self, timeout_s: float = 60.0) -> bool:
-        """Stop our process (TERM, then KILL after timeout_s); True if one was running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        stop_process_group(pid, lambda: self.pid() == pid, timeout_s, self.name)
-        self.pid_file.unlink(missing_ok=True)
-        return True
-
-
 def stop_process_group(pid: int, running, timeout_s: float, name: str) -> None:
     """SIGTERM the process group led by `pid`, SIGKILL it if `running()` still holds after
     `timeout_s`; reap it when this process is its parent."""
@@ -258,15 +277,9 @@ class Kafka(Service):
         return cmd
 
     def prepare(self) -> None:
-        _render(
-            INFRA / "kafka" / "server.properties.template",
-            self.properties,
-            host=self.host,
-            port=self.port,
-            controller_port=self.settings.kafka_controller_port,
-            data_dir=self.data_dir,
-            partitions=self.settings.kafka_partitions,
-        )
+        self.render_config("kafka/server.properties.template", self.properties,
+                           controller_port=self.settings.kafka_controller_port,
+                           partitions=self.settings.kafka_partitions)
         if (self.data_dir / "meta.properties").exists():
             return  # formatted on the first start only: formatting again would erase the log
         cluster_id = new_cluster_id()
@@ -304,14 +317,8 @@ class Cassandra(Service):
         return self.home / "cassandra.yaml"
 
     def prepare(self) -> None:
-        _render(
-            INFRA / "cassandra" / "cassandra.yaml.template",
-            self.yaml,
-            host=self.host,
-            port=self.port,
-            storage_port=self.settings.cassandra_storage_port,
-            data_dir=self.data_dir,
-        )
+        self.render_config("cassandra/cassandra.yaml.template", self.yaml,
+                           storage_port=self.settings.cassandra_storage_port)
 
     def command(self) -> list[str]:
         jvm_options = [
@@ -423,7 +430,7 @@ def status(services: list[Service]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m smw.services", description="Start, stop and inspect the local stack."
+        prog="python -m tools.services", description="Start, stop and inspect the local stack."
     )
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("services", nargs="*", metavar="service",

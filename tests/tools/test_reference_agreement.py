@@ -4,14 +4,14 @@ The end-to-end test goes generate -> Kafka -> land -> nightly -> Cassandra and
 reads the serving table back with cassandra-driver.
 """
 import datetime as dt
-import uuid
 
 import numpy as np
 import pyarrow.dataset as pads
 import pytest
 from kafka import KafkaProducer
 
-from batch import nightly, reference
+from batch import nightly
+from tools import reference
 from datasets import generator
 from ingest import land
 from smw import messages

@@ -1,6 +1,6 @@
 """An independent reference for the nightly numbers, in DuckDB SQL.
 
-Written separately from the Spark job (batch/nightly.py + batch/energy.py) to check
+Written separately from the Spark job (batch/nightly.py + smw/energy.py) to check
 it and to time it against: the same inputs (Parquet readings partitioned by UTC
 `date`, a houses file with `zip` and `tz`), the same rules (left Riemann sum, dt capped
 per meter, duplicates merged at their mean, intervals split at the house's local hours,
@@ -8,7 +8,7 @@ exact quantiles of readings above the off level, standby excluded) and the same 
 outputs (`nightly`). `daily_energy` derives daily energy a second way, splitting
 intervals at local midnights directly rather than summing hours.
 
-    python -m batch.reference --readings DIR --houses FILE --from D --to D [--show 5]
+    python -m tools.reference --readings DIR --houses FILE --from D --to D [--show 5]
 """
 from __future__ import annotations
 
@@ -260,7 +260,7 @@ def _literal(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m batch.reference", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.reference", description=__doc__.splitlines()[0])
     parser.add_argument("--readings", required=True, help="Parquet readings partitioned by date=YYYY-MM-DD")
     parser.add_argument("--houses", required=True, help="houses file (Parquet or JSON) with house_id, zip, tz")
     parser.add_argument("--from", dest="first_day", required=True, type=dt.date.fromisoformat)

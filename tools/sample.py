@@ -8,6 +8,7 @@ import time
 from cassandra.concurrent import execute_concurrent_with_args
 
 from smw import rethink
+from smw.alert import RETHINKDB_TABLE
 
 APPLIANCES = [(3, "oven", 1.1), (5, "refrigerator", 1.6), (6, "dishwaser", 0.9), (7, "kitchen_outlets", 0.8),
               (9, "lighting", 1.4), (10, "washer_dryer", 1.3), (11, "microwave", 0.4), (12, "electronics", 0.7)]
@@ -81,5 +82,5 @@ def seed(session, settings, houses: int = 12, days: int = 14, seed_value: int = 
                        "end_ts_s": None if state == "open" else start_s + 900, "state": state,
                        "severity": "warning" if i else "critical", "updated_ts_s": start_s + 900})
     with rethink.connection(settings) as conn:
-        rethink.r.db(settings.rethinkdb_db).table("alerts").insert(alerts, conflict="update").run(conn)
+        rethink.r.db(settings.rethinkdb_db).table(RETHINKDB_TABLE).insert(alerts, conflict="update").run(conn)
     return house_ids

@@ -1,6 +1,6 @@
 """Benchmark the alert job: sustained readings/s and alert latency, produce time to RethinkDB changefeed.
 
-    python -m streaming.bench [--rates 10000,40000,80000] [--duration-s 30] [--warmup-s 10]
+    python -m tools.bench_stream [--rates 10000,40000,80000] [--duration-s 30] [--warmup-s 10]
 
 One alert job (local[2], `--trigger`) runs on a fresh topic for the whole run. For
 each rate a producer process sends REDD-like houses (8 meters, 1 reading per meter
@@ -25,9 +25,10 @@ import time
 import uuid
 
 from smw import config, messages
+from smw.alert import RETHINKDB_TABLE
 from smw.messages import Series
 
-log = logging.getLogger("streaming.bench")
+log = logging.getLogger("tools.bench_stream")
 
 METERS = tuple(range(3, 11))
 READINGS_PER_HOUSE_S = len(METERS)
@@ -98,7 +99,7 @@ class Changefeed(threading.Thread):
         from smw import rethink
 
         conn = rethink.connect(self.settings)
-        feed = rethink.r.table("alerts").changes().run(conn)
+        feed = rethink.r.table(RETHINKDB_TABLE).changes().run(conn)
         self.ready.set()
         for change in feed:
             doc = change.get("new_val")
@@ -112,7 +113,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streaming.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_stream", description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="10000,40000,80000", help="readings/s to offer, comma separated")
     parser.add_argument("--duration-s", type=float, default=30.0, help="measured seconds per rate (default 30)")
     parser.add_argument("--warmup-s", type=float, default=10.0, help="seconds per rate before measuring (default 10)")

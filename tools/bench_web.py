@@ -1,6 +1,6 @@
 """Web benchmarks: house daily-kWh API latency under 50 clients, one alert to 200 SSE subscribers.
 
-    python -m webapp.bench [--clients 50] [--seconds 10] [--warmup-s 3] [--client-processes 2]
+    python -m tools.bench_web [--clients 50] [--seconds 10] [--warmup-s 3] [--client-processes 2]
                            [--processes 1,2] [--threads 16] [--subscribers 200]
 
 The server is `python -m webapp` in a child process (`ServerProcess`); the API clients
@@ -25,8 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 from urllib.parse import urlparse
 
 from smw import config, cql, init, rethink
-from webapp import sample
-from webapp.server import ServerProcess
+from smw.alert import RETHINKDB_TABLE
+from tools import sample
+from tools.server import ServerProcess
 
 SPAWN_SLACK_S = 2.0  # time for the client processes to start before their warm-up
 
@@ -129,7 +130,7 @@ def sse_fanout(url: str, settings, subscribers: int) -> list[float]:
     now_s = time.time()
     started = time.perf_counter()
     with rethink.connection(settings) as conn:
-        rethink.r.db(settings.rethinkdb_db).table("alerts").insert({
+        rethink.r.db(settings.rethinkdb_db).table(RETHINKDB_TABLE).insert({
             "id": alert_id, "kind": "overshoot", "house_id": house_id, "meter": 5, "appliance": "refrigerator",
             "start_ts_s": now_s, "end_ts_s": None, "state": "open", "severity": "warning", "updated_ts_s": now_s}).run(conn)
     for t in threads:

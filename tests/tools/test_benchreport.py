@@ -1,7 +1,7 @@
 """The benchmark results page: figure lines picked from outputs, a row per target."""
 import datetime as dt
 
-from smw import benchreport
+from tools import benchreport
 
 OUTPUT = """26/11/23 16:19:26 WARN NativeCodeLoader: Unable to load native-hadoop library
 loading sources

@@ -1,6 +1,6 @@
 """Run every benchmark target and write one results page: machine, date, a table, the outputs.
 
-    python -m smw.benchreport [--out docs/benchmarks.md] bench-generate bench-ingest ...
+    python -m tools.benchreport [--out docs/benchmarks.md] bench-generate bench-ingest ...
 
 Each target runs as `make -s <target>` in turn (one at a time: they share two cores
 with the services); its printed figures go into the table, its whole output below it.
@@ -81,7 +81,7 @@ def render(results: list[tuple[str, int, float, str]], when: dt.datetime) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m smw.benchreport", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.benchreport", description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", default=list(DEFAULT_TARGETS), help="make targets to run, in order")
     parser.add_argument("--out", type=Path, default=config.ROOT / "docs" / "benchmarks.md",
                         help="results page (default docs/benchmarks.md)")

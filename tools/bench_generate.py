@@ -1,6 +1,6 @@
 """Benchmark: generation to Parquet at given sizes; prints readings/s, MB/s and peak RSS.
 
-    python -m datasets.bench [--sizes 10M,100M] [--days 7] [--keep DIR]
+    python -m tools.bench_generate [--sizes 10M,100M] [--days 7] [--keep DIR]
 
 Each size runs `python -m datasets.generate` in a child process, timed from start to
 exit (source synthesis included); peak RSS is that child's own ru_maxrss from wait4().
@@ -54,7 +54,7 @@ def run_size(readings: int, days: int, seed: int, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark sizes and print one line per size."""
-    parser = argparse.ArgumentParser(prog="python -m datasets.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_generate", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10M,100M", help="comma-separated reading counts (default 10M,100M)")
     parser.add_argument("--days", type=int, default=7, help="days per house (default 7)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,6 @@
 """Write PNGs of the main pages (for the README) from sample data in a separate namespace.
 
-    python -m webapp.screenshots [--out docs/screenshots] [--namespace smw_screens]
+    python -m tools.screenshots [--out docs/screenshots] [--namespace smw_screens]
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from smw import config, cql, init
-from webapp import sample
-from webapp.browser import chromium_driver
-from webapp.server import ServerProcess
+from tools import sample
+from tools.browser import chromium_driver
+from tools.server import ServerProcess
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         houses = sample.seed(session, settings)
     finally:
         handle.shutdown()
-    pages = {"overview": "/", f"house": f"/houses/{houses[0]}", "appliance": "/appliances/refrigerator",
+    pages = {"overview": "/", "house": f"/houses/{houses[0]}", "appliance": "/appliances/refrigerator",
              "zips": "/zips", "alerts": "/alerts", "live_power": f"/houses/{houses[0]}/live"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Benchmark the landing job: sustained readings/s from Kafka into the raw zone.
 
-    python -m ingest.bench_land [--readings 10000000] [--per-message 1000] [--repeats 3]
+    python -m tools.bench_land [--readings 10000000] [--per-message 1000] [--repeats 3]
 
 Fills a fresh topic once, then lands it `--repeats` times from scratch (new
 checkpoint and output each time) with the available-now trigger, and prints each
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from smw import config, messages
+from ingest import producer as producing
+from smw import config, messages, zones
 from smw.messages import Series
 
 log = logging.getLogger(__name__)
@@ -28,28 +29,17 @@ log = logging.getLogger(__name__)
 
 def fill_topic(settings: config.Settings, readings: int, per_message: int, houses: int = 200, seed: int = 1) -> int:
     """Produce `readings` readings in messages of `per_message`; returns messages sent."""
-    from kafka import KafkaProducer
-
     rng = np.random.default_rng(seed)
-    producer = KafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_list, acks="all", linger_ms=20,
-        batch_size=1 << 20, max_request_size=8 << 20,
-    )
-    sent = 0
     t0 = 1303171200.0
-    try:
-        for start in range(0, readings, per_message):
+
+    def records():
+        for sent, start in enumerate(range(0, readings, per_message)):
             count = min(per_message, readings - start)
-            house = f"h{sent % houses:05d}"
             ts_s = (t0 + (sent // houses) * per_message * 3.0 + np.arange(count) * 3.0).tolist()
             power_w = np.round(rng.gamma(2.0, 150.0, count), 3).tolist()
-            key, value = messages.encode(house, [Series(3 + sent % 10, "lighting", "lighting", ts_s, power_w)])
-            producer.send(settings.kafka_topic, key=key, value=value)
-            sent += 1
-        producer.flush(timeout=300)
-    finally:
-        producer.close()
-    return sent
+            yield messages.encode(f"h{sent % houses:05d}", [Series(3 + sent % 10, "lighting", "lighting", ts_s, power_w)])
+
+    return producing.send_all(settings, records())
 
 
 def land_once(spark, settings: config.Settings, max_offsets_per_trigger: int, files_per_trigger: int) -> float:
@@ -66,7 +56,7 @@ def land_once(spark, settings: config.Settings, max_offsets_per_trigger: int, fi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ingest.bench_land", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_land", description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=10_000_000, help="readings in the topic (default 10M)")
     parser.add_argument("--per-message", type=int, default=1000, help="readings per Kafka message (default 1000)")
     parser.add_argument("--repeats", type=int, default=3, help="landing runs to take the median of (default 3)")
@@ -75,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     config.add_arguments(parser, "kafka_bootstrap", "spark_master")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from ingest import land
     from smw import spark as spark_builder
     from smw.init import create_topics
 
@@ -93,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in range(args.repeats):
             run_settings = settings.replace(data_dir=str(work / f"run{run}"))
             seconds = land_once(spark, run_settings, args.max_offsets_per_trigger, args.files_per_trigger)
-            landed = land.read_raw(spark, run_settings).count()
+            landed = zones.read_raw(spark, run_settings).count()
             if landed != args.readings:
                 raise RuntimeError(f"run {run}: landed {landed} readings, expected {args.readings}")
             rates.append(landed / seconds)

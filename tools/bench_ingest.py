@@ -1,6 +1,6 @@
 """Benchmark the replay producer against kcat (librdkafka) on the local broker.
 
-    python -m ingest.bench [--houses 4] [--days 1] [--repeats 5] [--lanes 2] [--readings-per-message 10000]
+    python -m tools.bench_ingest [--houses 4] [--days 1] [--repeats 5] [--lanes 2] [--readings-per-message 10000]
 
 Generates the houses once into memory (strings dictionary-encoded, as
 `ingest.replay` reads them), serialises the messages once for kcat, then,
@@ -106,7 +106,7 @@ def write_messages(batches, readings_per_message: int, path: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ingest.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_ingest", description=__doc__.splitlines()[0])
     parser.add_argument("--houses", type=int, default=4, help="generated houses (default 4, 2.6M readings a day)")
     parser.add_argument("--days", type=int, default=1, help="generated days (default 1)")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each side (default 5)")
