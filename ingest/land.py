@@ -79,7 +79,8 @@ def start(spark, settings: config.Settings, *, once: bool, trigger_interval: str
     trigger = {"availableNow": True} if once else {"processingTime": trigger_interval}
     records = contract.read_kafka(spark, settings, max_offsets_per_trigger=max_offsets_per_trigger,
                                   fail_on_data_loss=fail_on_data_loss)
-    return write_landing(contract.routed(contract.parsed_messages(records)), settings, trigger, files_per_trigger)
+    parsed = contract.parsed_messages(records, float(settings.max_future_skew_s))
+    return write_landing(contract.routed(parsed), settings, trigger, files_per_trigger)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Parquet files written per date per micro-batch (default 2)")
     parser.add_argument("--allow-data-loss", action="store_true",
                         help="keep going when Kafka offsets expired before landing (default: fail)")
-    config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master")
+    config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master", "max_future_skew_s")
     args = parser.parse_args(argv)
     jobs.configure_logging()
     settings = config.from_args(args)

@@ -137,13 +137,15 @@ def _numbers(column: pa.Array, dtype) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
-def _valid_rows(columns: dict[str, np.ndarray], house_ids: list) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _valid_rows(columns: dict[str, np.ndarray], house_ids: list, latest_ts_s: float = np.inf
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Mask of rows that can be published, and the failing rows' masks by reason."""
     ts, power = columns["ts_s"], columns["power_w"]
     bad_house = np.array([not h or len(h) > messages.MAX_HOUSE_ID_LENGTH for h in house_ids], dtype=bool)
     reasons = {
         "non-finite timestamp or power": ~(np.isfinite(ts) & np.isfinite(power)),
         "timestamp outside 2000..2100": np.isfinite(ts) & ((ts < messages.MIN_TS_S) | (ts >= messages.MAX_TS_S)),
+        "timestamp in the future (a clock ahead)": np.isfinite(ts) & (ts < messages.MAX_TS_S) & (ts > latest_ts_s),
         "empty or over-long house id": bad_house[columns["house"]] if len(bad_house) else np.zeros(len(ts), bool),
         "meter outside 0..65535": (columns["meter"] < 0) | (columns["meter"] > 65535),
     }
@@ -207,18 +209,22 @@ def _regroup(order, key_sorted, label_sorted, appliance_sorted, bounds):
 
 
 def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: int, quarantine: Quarantine,
-                        stats: PublishStats, max_span_s: float | None = None
+                        stats: PublishStats, max_span_s: float | None = None,
+                        max_future_skew_s: float | None = messages.MAX_FUTURE_SKEW_S
                         ) -> Iterator[tuple[bytes, bytes, int, float]]:
     """(key, value, readings, latest ts_s) per message, in the batch's row order per house.
 
     A message holds at most `readings_per_message` readings and, if `max_span_s` is
     set, readings of at most that many seconds (sources give a house's readings in
     time order), so that paced replays deliver data promptly. String columns may be
-    plain or dictionary-encoded.
+    plain or dictionary-encoded. Readings dated more than `max_future_skew_s` ahead of
+    the clock are quarantined, as the consumers would; None skips that check (a paced
+    replay that never sends a reading before its time).
     """
     if isinstance(batch, pa.Table):
         for part in batch.combine_chunks().to_batches():
-            yield from messages_from_batch(part, readings_per_message, quarantine, stats, max_span_s)
+            yield from messages_from_batch(part, readings_per_message, quarantine, stats, max_span_s,
+                                           max_future_skew_s)
         return
     house, house_ids = _codes(batch.column("house_id"))
     label, label_values = _codes(batch.column("label"))
@@ -229,7 +235,8 @@ def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: 
         "ts_s": _numbers(batch.column("ts_s"), np.float64),
         "power_w": _numbers(batch.column("power_w"), np.float64),
     }
-    ok, reasons = _valid_rows(columns, house_ids)
+    latest_ts_s = np.inf if max_future_skew_s is None else time.time() + max_future_skew_s
+    ok, reasons = _valid_rows(columns, house_ids, latest_ts_s)
     if not ok.all():
         for kind, mask in reasons.items():
             if mask.any():
@@ -424,13 +431,16 @@ def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, 
             readings_per_message: int = DEFAULT_READINGS_PER_MESSAGE, speed: float = 0.0, not_ahead: bool = False,
             quarantine: Quarantine | None = None, progress=None, stop: threading.Event | None = None,
             flush: bool = True, stats: PublishStats | None = None,
-            max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES) -> PublishStats:
+            max_in_flight_bytes: int = DEFAULT_MAX_IN_FLIGHT_BYTES,
+            max_future_skew_s: float = messages.MAX_FUTURE_SKEW_S) -> PublishStats:
     """Send every reading of `batches` to `topic`; flushes before returning (also on Ctrl-C).
 
     `producer` is a KafkaProducer or `Lanes`. With `speed` > 0 (1 = real time) a
     message carries at most one wall-clock second of data, so a paced replay is as
     live as the source; `not_ahead` never sends a reading before its timestamp (see
-    Pacer). Pass `stats` to accumulate over several calls (devices).
+    Pacer). Pass `stats` to accumulate over several calls (devices). Readings dated more
+    than `max_future_skew_s` ahead of the clock are quarantined, unless `not_ahead` holds
+    each message until its time.
     """
     stats = stats if stats is not None else PublishStats()
     max_span_s = speed if speed > 0 else None
@@ -439,8 +449,9 @@ def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, 
     in_flight = _InFlight(max_in_flight_bytes, stats)
     try:
         for batch in batches:
-            for key, value, count, last_ts in messages_from_batch(batch, readings_per_message, quarantine, stats,
-                                                                  max_span_s):
+            for key, value, count, last_ts in messages_from_batch(
+                    batch, readings_per_message, quarantine, stats, max_span_s,
+                    None if not_ahead else max_future_skew_s):
                 if stop is not None and stop.is_set():
                     return stats
                 pacer.wait(last_ts)

@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 stats = producing.publish(batches, kafka_producer, settings.kafka_topic,
                                           readings_per_message=args.readings_per_message, speed=args.speed,
-                                          not_ahead=args.not_ahead,
-                                          quarantine=quarantine, progress=bar, stop=stop)
+                                          not_ahead=args.not_ahead, quarantine=quarantine, progress=bar, stop=stop,
+                                          max_future_skew_s=float(settings.max_future_skew_s))
             finally:
                 kafka_producer.close()
     finally:

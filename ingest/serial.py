@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def send_readings(table: pa.Table) -> None:
         producing.publish([table], kafka_producer, settings.kafka_topic, quarantine=quarantine, flush=False,
-                          stats=reading_stats, stop=ingester.stop)
+                          stats=reading_stats, stop=ingester.stop,
+                          max_future_skew_s=float(settings.max_future_skew_s))
 
     def send_event(event: Event) -> None:
         key, value = event_message(args.house, event)

@@ -63,6 +63,8 @@ class Settings:
         "SPARK_DRIVER_HOST", "127.0.0.1", "address the Spark driver and UI bind to (local masters only)"
     )
     spark_shuffle_partitions: str = _setting("SPARK_SHUFFLE_PARTITIONS", "8", "spark.sql.shuffle.partitions")
+    max_future_skew_s: str = _setting(
+        "SMW_MAX_FUTURE_SKEW_S", "300", "readings dated further ahead of the clock than this are quarantined")
     data_dir: str = _setting("DATA_DIR", str(ROOT / "var" / "data"), "raw zone, quarantine and checkpoints")
     var_dir: str = _setting("SMW_VAR_DIR", str(ROOT / "var"), "data and logs of the local services")
     jars_dir: str = _setting("SMW_JARS_DIR", str(ROOT / ".deps" / "jars"), "jars fetched by make setup")

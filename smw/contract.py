@@ -26,22 +26,26 @@ def read_kafka(spark, settings: config.Settings, *, starting_offsets: str = "ear
     return reader.load()
 
 
-def parsed_messages(kafka_records):
+def parsed_messages(kafka_records, max_future_skew_s: float = messages.MAX_FUTURE_SKEW_S):
     """Kafka records with the JSON value parsed (`msg`) and the first broken rule (`error`, null if valid)."""
     from pyspark.sql import functions as F
 
     msg = F.from_json(F.col("value").cast("string"), messages.spark_schema())
-    return kafka_records.withColumn("msg", msg).withColumn("error", contract_violation(F.col("msg")))
+    return kafka_records.withColumn("msg", msg).withColumn(
+        "error", contract_violation(F.col("msg"), max_future_skew_s))
 
 
-def contract_violation(msg):
+def contract_violation(msg, max_future_skew_s: float = messages.MAX_FUTURE_SKEW_S):
     """Column: the first rule of `smw.messages.validate` that `msg` breaks, or null.
 
     Spark's JSON reader yields null for a field of the wrong type (a string where
     a number belongs, a fraction where an integer belongs), so type errors show up
-    here as missing fields.
+    here as missing fields. "Now", for readings dated in the future, is the micro-batch's
+    processing time (`current_timestamp()`).
     """
     from pyspark.sql import functions as F
+
+    latest_ts_s = F.unix_micros(F.current_timestamp()) / 1e6 + F.lit(max_future_skew_s)
 
     def finite(values, low=None, high=None):
         def ok(x):
@@ -74,6 +78,8 @@ def contract_violation(msg):
               F.lit("bad house_id"))
         .when(msg["series"].isNull() | (F.size(msg["series"]) < 1), F.lit("series missing or empty"))
         .when(~F.forall(msg["series"], series_ok), F.lit("bad series (meter, labels, or ts_s/power_w values)"))
+        .when(F.exists(msg["series"], lambda s: F.array_max(s["ts_s"]) > latest_ts_s),
+              F.lit(f"ts_s more than {max_future_skew_s:g} s in the future (a clock ahead)"))
     )
 
 

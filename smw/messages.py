@@ -13,7 +13,10 @@ Rules (`validate`): `v` is 1; `type` is "readings"; `house_id` is a non-empty
 string of at most 64 characters; `series` is a non-empty list; per series `meter`
 is an integer 0..65535, `label` and `appliance` are strings, `ts_s` and `power_w`
 are equally long non-empty lists of finite numbers (not strings), `ts_s` between
-2000-01-01 and 2100-01-01 (epoch seconds, UTC). Other message types (for example
+2000-01-01 and 2100-01-01 (epoch seconds, UTC) and no later than the moment it is
+checked plus `max_future_skew_s` (`SMW_MAX_FUTURE_SKEW_S`, default 300 s): a reading
+dated in the future is a broken clock, and one such reading would otherwise move event
+time, and with it the judgement of every house, ahead. Other message types (for example
 an EMU-2's summation and price) travel on their own topic and are documented with
 their producers.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -29,6 +33,7 @@ TYPE_READINGS = "readings"
 MAX_HOUSE_ID_LENGTH = 64
 MIN_TS_S = 946684800.0  # 2000-01-01T00:00:00Z
 MAX_TS_S = 4102444800.0  # 2100-01-01T00:00:00Z
+MAX_FUTURE_SKEW_S = 300.0  # how far ahead of the checking clock a reading may be dated
 
 
 class InvalidMessage(ValueError):
@@ -70,8 +75,12 @@ def _number_list(value: Any, name: str) -> list[float]:
     return value
 
 
-def validate(body: Any) -> dict:
-    """Return the message if it follows the contract, else raise InvalidMessage."""
+def validate(body: Any, *, now_s: float | None = None, max_future_skew_s: float = MAX_FUTURE_SKEW_S) -> dict:
+    """Return the message if it follows the contract, else raise InvalidMessage.
+
+    Timestamps may be at most `max_future_skew_s` ahead of `now_s` (default: the clock now).
+    """
+    latest_ts_s = (time.time() if now_s is None else now_s) + max_future_skew_s
     if not isinstance(body, dict):
         raise InvalidMessage("message must be a JSON object")
     if body.get("v") != SCHEMA_VERSION:
@@ -99,16 +108,18 @@ def validate(body: Any) -> dict:
             raise InvalidMessage(f"ts_s has {len(ts_s)} values but power_w has {len(power_w)}")
         if min(ts_s) < MIN_TS_S or max(ts_s) >= MAX_TS_S:
             raise InvalidMessage("ts_s outside 2000-01-01..2100-01-01 (epoch seconds, UTC)")
+        if max(ts_s) > latest_ts_s:
+            raise InvalidMessage(f"ts_s more than {max_future_skew_s:g} s in the future (a clock ahead)")
     return body
 
 
-def decode(value: bytes) -> dict:
+def decode(value: bytes, *, now_s: float | None = None, max_future_skew_s: float = MAX_FUTURE_SKEW_S) -> dict:
     """Parse and validate one message value."""
     try:
         body = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidMessage(f"not JSON: {exc}") from exc
-    return validate(body)
+    return validate(body, now_s=now_s, max_future_skew_s=max_future_skew_s)
 
 
 def spark_schema():

@@ -3,16 +3,29 @@
     spark-submit streaming/alerts.py [--once] [--trigger "1 second"] [--multiplier 2.0] ...
     python -m streaming.alerts --help
 
-Kafka records are parsed and validated once by the contract's Spark form
-(`smw.contract`); malformed records go to a quarantine (Parquet, the landing
-quarantine's columns, `smw.zones.alerts_quarantine`) written by a second, slower
-query. Valid readings get an event-time watermark, are joined with the current
-thresholds of their (house, meter) from Cassandra (a cached copy refreshed every
-`--threshold-refresh-s` without restarting), and grouped by a bucket of houses
-into `applyInPandasWithState`, where `streaming.episodes.detect` runs the alert
-rules on columnar per-meter state. Each micro-batch's alerts are written in
-`foreachBatch`: Cassandra `alerts_by_house` then RethinkDB `alerts`, both upserts
-keyed by a deterministic id, so a batch re-run after a crash writes the same rows.
+One Structured Streaming query reads the topic, parses each record once against the
+contract (`smw.contract`, readings dated in the future quarantined) and hands every
+micro-batch to `AlertBatches` (foreachBatch), which works so that a batch's cost follows
+its readings and the meters that are doing something, not the size of the fleet:
+
+1. In the JVM, one row per meter of the batch (`summaries`): readings, first and last
+   timestamp, highest power, readings behind the watermark (dropped). No reading leaves
+   the JVM here.
+2. In the driver, against each meter's state (`streaming.episodes.MeterStates`, kept for
+   every meter) and thresholds (`Thresholds`, read from Cassandra and refreshed every
+   `--threshold-refresh-s` without restarting): `episodes.plan` picks the meters whose
+   readings can matter (a reading above the raise level, a run or episode in progress, an
+   open no_data alert, a possible new peak); every other meter only moves its counters.
+3. In the JVM again, the readings of just those meters (`meter_readings`), which go
+   through the episode rules one by one; then silence against the watermark opens
+   no_data alerts and closes episodes of meters gone quiet, for every meter at once.
+4. Alerts go to Cassandra `alerts_by_house` then RethinkDB `alerts` (upserts keyed by a
+   deterministic id); malformed records to the Parquet quarantine
+   (`smw.zones.alerts_quarantine`, one folder per batch); the changed meter state to
+   `streaming.statelog` beside the checkpoint.
+
+A batch that Spark did not commit (a crash) runs again with the same offsets from the
+meter state after the batch before it, so it raises the same alerts with the same ids.
 """
 from __future__ import annotations
 
@@ -22,148 +35,233 @@ import sys
 import threading
 import time
 
-from smw import alert, config, contract, jobs, zones
+import numpy as np
+
+from smw import config, contract, jobs, zones
 from streaming import episodes
+from streaming.statelog import StateLog
 
 log = logging.getLogger("streaming.alerts")
 
 QUERY_NAME = "alerts"
-QUARANTINE_QUERY_NAME = "alerts-quarantine"
-# The columns the episode rules read; the Python workers get nothing else.
-DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w"]
-# Alert rows as the detector yields them: an alert's raised fields, the row's order within
-# the batch (`seq`), and a count of out-of-order readings carried on a marker row.
-ALERT_ROW_DDL = alert.spark_ddl("seq bigint, out_of_order bigint")
-ALERT_ROW_COLUMNS = [*alert.RAISED_NAMES, "seq", "out_of_order"]
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 5000
+_KEY_SEPARATOR = "\u0001"
 
 
 # -- transforms ------------------------------------------------------------------
 
 
-def with_thresholds(reading_rows, threshold_rows):
-    """Readings with `threshold_w` of their meter (null where none is known)."""
+def messages(kafka_records, max_future_skew_s: float):
+    """Parsed records (`smw.contract.parsed_messages`) with `event_time`, the newest reading of a
+    valid message, for Spark's event-time statistics."""
     from pyspark.sql import functions as F
 
-    return reading_rows.join(F.broadcast(threshold_rows), ["house_id", "meter"], "left")
+    parsed = contract.parsed_messages(kafka_records, max_future_skew_s)
+    newest = F.array_max(F.transform(F.col("msg.series"), lambda s: F.array_max(s["ts_s"])))
+    return parsed.withColumn("event_time", F.when(F.col("error").isNull(), F.timestamp_seconds(newest)))
 
 
-def alerts(readings_with_thresholds, rules: episodes.Rules, buckets: int, watermark_delay: str):
-    """Alert rows (`alert_schema()`) of the readings, by stateful episode detection per bucket of houses."""
+def _series(parsed, watermark_s: float):
+    """One row per series of a valid message, its points at or after the watermark in `points`."""
     from pyspark.sql import functions as F
-    from pyspark.sql.streaming.state import GroupStateTimeout
-    from pyspark.sql import types as T
 
-    keyed = (
-        readings_with_thresholds
-        .withColumn("event_time", F.timestamp_seconds(F.col("ts_s")))
-        .withWatermark("event_time", watermark_delay)
-        # A bucket of houses per state key: one Python call per bucket and batch, not per meter.
-        .withColumn("bucket", F.pmod(F.xxhash64("house_id"), F.lit(buckets)).cast("int"))
-    )
-    state_schema = T.StructType([T.StructField("meters", T.BinaryType())])
-    return keyed.groupBy("bucket").applyInPandasWithState(
-        _detector(rules), ALERT_ROW_DDL, state_schema, "update", GroupStateTimeout.EventTimeTimeout
-    )
+    series = parsed.where(F.col("error").isNull()).select(
+        F.col("msg.house_id").alias("house_id"), F.explode("msg.series").alias("s"))
+    points = F.filter(F.arrays_zip(F.col("s.ts_s").alias("ts_s"), F.col("s.power_w").alias("power_w")),
+                      lambda p: p["ts_s"] >= F.lit(watermark_s))
+    return series.select("house_id", F.col("s.meter").cast("long").alias("meter"),
+                         F.col("s.appliance").alias("appliance"), F.size("s.ts_s").alias("sent"),
+                         points.alias("points"))
 
 
-def _detector(rules: episodes.Rules):
-    """The function applyInPandasWithState calls per bucket (runs in the Python workers)."""
+def summaries(parsed, watermark_s: float):
+    """Per series of the batch's valid messages: house_id, meter, appliance, readings kept,
+    late (behind the watermark), min_ts_s, max_ts_s, max_w; plus one row per malformed
+    record (house_id null, `quarantined` 1)."""
+    from pyspark.sql import functions as F
 
-    def detect_bucket(key, batches, state):
-        import pandas as pd
-
-        meters = episodes.MeterStates.from_bytes(state.get[0]) if state.exists else episodes.MeterStates()
-        frames = [b for b in batches if len(b)]
-        batch = (pd.concat(frames, ignore_index=True)[DETECTOR_COLUMNS] if frames
-                 else pd.DataFrame(columns=DETECTOR_COLUMNS))
-        watermark_ms = state.getCurrentWatermarkMs()
-        outcome = episodes.detect(meters, batch, watermark_ms / 1000.0 if watermark_ms > 0 else 0.0, rules)
-        state.update((meters.to_bytes(),))
-        # Wake up for the first no-data deadline even if the bucket gets no readings.
-        deadline_ms = (outcome.next_deadline_s * 1000.0 if outcome.next_deadline_s < float("inf")
-                       else watermark_ms + rules.no_data_after_s * 1000.0)
-        state.setTimeoutTimestamp(int(max(deadline_ms, watermark_ms + 1000)))
-        rows = outcome.alerts
-        if outcome.out_of_order:
-            # Carried on a marker row (id null) so the driver can count them without an accumulator.
-            rows = rows + [{"out_of_order": outcome.out_of_order}]
-        frame = pd.DataFrame(rows, columns=ALERT_ROW_COLUMNS)
-        frame["out_of_order"] = frame["out_of_order"].fillna(0).astype("int64")
-        frame["seq"] = frame["seq"].fillna(-1).astype("int64")
-        frame["meter"] = frame["meter"].fillna(-1).astype("int64")
-        yield frame
-
-    return detect_bucket
+    kept = _series(parsed, watermark_s).select(
+        "house_id", "meter", "appliance", F.size("points").alias("readings"),
+        (F.col("sent") - F.size("points")).alias("late"),
+        F.array_min("points.ts_s").alias("min_ts_s"), F.array_max("points.ts_s").alias("max_ts_s"),
+        F.array_max("points.power_w").alias("max_w"), F.lit(0).alias("quarantined"))
+    malformed = parsed.where(F.col("error").isNotNull()).select(
+        *(F.lit(None).cast(kind).alias(name) for name, kind in (
+            ("house_id", "string"), ("meter", "long"), ("appliance", "string"), ("readings", "int"),
+            ("late", "int"), ("min_ts_s", "double"), ("max_ts_s", "double"), ("max_w", "double"))),
+        F.lit(1).alias("quarantined"))
+    return kept.unionByName(malformed)
 
 
-# -- I/O -----------------------------------------------------------------------
+def meter_readings(parsed, keys: list[str], watermark_s: float):
+    """The readings (house_id, meter, ts_s, power_w) at or after the watermark of the meters
+    named in `keys` (`meter_key`)."""
+    from pyspark.sql import functions as F
+
+    series = _series(parsed, watermark_s)
+    chosen = series.where(F.concat_ws(_KEY_SEPARATOR, "house_id", F.col("meter").cast("string")).isin(keys))
+    return chosen.select("house_id", "meter", F.explode("points").alias("p")).select(
+        "house_id", "meter", F.col("p.ts_s").alias("ts_s"), F.col("p.power_w").alias("power_w"))
 
 
-def read_thresholds(spark, settings: config.Settings):
-    """(house_id, meter, threshold_w) of the Cassandra thresholds table."""
-    return (
-        spark.read.format("org.apache.spark.sql.cassandra")
-        .options(keyspace=settings.cassandra_keyspace, table="thresholds")
-        .load()
-        .select("house_id", "meter", "threshold_w")
-        .where("threshold_w IS NOT NULL")
-    )
+def meter_key(house_id: str, meter: int) -> str:
+    return f"{house_id}{_KEY_SEPARATOR}{meter}"
+
+
+# -- thresholds ------------------------------------------------------------------
 
 
 class Thresholds:
-    """The thresholds as a cached DataFrame that the running query re-reads after `refresh()`.
+    """Each meter's threshold from the Cassandra `thresholds` table, in the driver.
 
-    The streaming plan holds the Cassandra scan; Spark substitutes the cached copy
-    for it when each micro-batch is planned, so unpersisting and caching again
-    makes the next batch use the new rows without restarting the query.
+    Re-read every `refresh_s` by a background thread; a batch picks the new rows up when
+    it starts, so a change applies within one refresh interval, without a restart. For
+    the detector the thresholds are kept as an array beside its meter rows, extended as
+    meters appear.
     """
 
-    def __init__(self, spark, settings: config.Settings, refresh_s: float):
-        self.frame = read_thresholds(spark, settings)
+    def __init__(self, settings: config.Settings, refresh_s: float):
+        self.settings = settings
         self.refresh_s = refresh_s
-        self.loaded_at = 0.0
-        self.refresh()
+        self._by_meter: dict[tuple[str, int], float] = {}
+        self._fresh: dict | None = None
+        self._aligned = np.empty(0)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._by_meter = self.read()
 
-    def refresh(self) -> int:
-        self.frame.unpersist(blocking=True)
-        self.frame.cache()
-        count = self.frame.count()
-        self.loaded_at = time.monotonic()
-        log.info("thresholds loaded: %d meters", count)
-        return count
+    def read(self) -> dict[tuple[str, int], float]:
+        from smw import cql
 
-    def refresh_if_due(self) -> None:
-        if time.monotonic() - self.loaded_at >= self.refresh_s:
-            self.refresh()
+        handle, session = cql.connect(self.settings)
+        try:
+            rows = session.execute("SELECT house_id, meter, threshold_w FROM thresholds")
+            found = {(r.house_id, r.meter): r.threshold_w for r in rows if r.threshold_w is not None}
+        finally:
+            handle.shutdown()
+        log.info("thresholds loaded: %d meters", len(found))
+        return found
+
+    def start_refreshing(self) -> None:
+        def loop():
+            while not self._stop.wait(self.refresh_s):
+                try:
+                    fresh = self.read()
+                except Exception as exc:  # noqa: BLE001 - keep the old thresholds, say why, try again
+                    log.warning("thresholds not refreshed (%s); keeping the previous ones", exc)
+                    continue
+                with self._lock:
+                    self._fresh = fresh
+
+        self._thread = threading.Thread(target=loop, name="thresholds-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def aligned(self, states: episodes.MeterStates) -> np.ndarray:
+        """threshold_w per row of `states` (NaN where none), with the newest thresholds read."""
+        with self._lock:
+            fresh, self._fresh = self._fresh, None
+        if fresh is not None:
+            self._by_meter, self._aligned = fresh, np.empty(0)
+        known = len(self._aligned)
+        if known < len(states):
+            added = [self._by_meter.get((h, int(m)), np.nan)
+                     for h, m in zip(states.house_id[known:], states.meter[known:])]
+            self._aligned = np.concatenate([self._aligned, np.asarray(added, dtype=np.float64)])
+        return self._aligned
 
 
-class BatchWriter:
-    """foreachBatch: collect the batch's alert rows, write both sinks, refresh thresholds when due."""
+# -- the micro-batch --------------------------------------------------------------
 
-    def __init__(self, sinks, thresholds: Thresholds):
+
+class AlertBatches:
+    """foreachBatch: a micro-batch of parsed records -> alerts, quarantine, meter state."""
+
+    def __init__(self, settings: config.Settings, rules: episodes.Rules, sinks, thresholds: Thresholds,
+                 watermark_delay_s: float, state_log: StateLog):
+        self.settings = settings
+        self.rules = rules
         self.sinks = sinks
         self.thresholds = thresholds
-        self.totals = {"alerts": 0, "out_of_order": 0}
-        self.last_batch = {}
+        self.watermark_delay_s = watermark_delay_s
+        self.state_log = state_log
+        self.states: episodes.MeterStates | None = None
+        self.newest_ts_s = 0.0
+        self.last_batch_id = -1
+        self.totals = {"alerts": 0, "out_of_order": 0, "late": 0, "quarantined": 0, "readings": 0}
+        self.last_batch: dict = {}
         self._lock = threading.Lock()
 
+    @property
+    def watermark_s(self) -> float:
+        """Event time behind which readings are late: the newest reading so far less the delay."""
+        return self.newest_ts_s - self.watermark_delay_s if self.newest_ts_s else 0.0
+
+    def _restore(self, batch_id: int) -> None:
+        self.states, meta = self.state_log.load(batch_id)
+        self.newest_ts_s = float(meta.get("newest_ts_s", 0.0))
+        self.last_batch_id = batch_id - 1
+
     def __call__(self, batch_df, batch_id: int) -> None:
-        rows = [r.asDict() for r in batch_df.collect()]
-        out_of_order = sum(r["out_of_order"] for r in rows)
-        raised = [r for r in rows if r["id"] is not None]
-        for row in raised:
-            row.pop("out_of_order")
-            row["meter"] = int(row["meter"])
-        written = self.sinks.write(raised)
+        from pyspark import StorageLevel
+
+        started = time.perf_counter()
+        if self.states is None or batch_id != self.last_batch_id + 1:
+            self._restore(batch_id)
+        states, rules, watermark_s = self.states, self.rules, self.watermark_s
+        outcome = episodes.Outcome()
+        emit = episodes._Emitter(rules, outcome)
+        parsed = batch_df.persist(StorageLevel.MEMORY_ONLY)
+        try:
+            found = summaries(parsed, watermark_s).toPandas()
+            quarantined = int(found["quarantined"].sum())
+            per_series = found[found["quarantined"] == 0]
+            late = int(per_series["late"].sum())
+            per_series = per_series[per_series["readings"] > 0]
+            summary = episodes.Summary.from_frame(per_series)
+            rows = states.rows(summary.house_id, summary.meter, summary.appliance)
+            threshold_w = self.thresholds.aligned(states)
+            needs = episodes.plan(states, rows, summary, episodes.raise_levels(threshold_w[rows],
+                                                                               states.appliance[rows], rules), rules)
+            episodes.apply_summary(states, rows, summary, needs, outcome)
+            if needs.any():
+                keys = [meter_key(h, m) for h, m in zip(summary.house_id[needs], summary.meter[needs].tolist())]
+                readings = meter_readings(parsed, keys, watermark_s).toPandas()
+                readings["threshold_w"] = threshold_w[states.rows(readings["house_id"], readings["meter"])]
+                episodes.apply_readings(states, readings, rules, emit, outcome)
+            if quarantined:
+                self._quarantine(parsed, batch_id, quarantined)
+        finally:
+            parsed.unpersist()
+        if len(summary):
+            self.newest_ts_s = max(self.newest_ts_s, float(summary.max_ts_s.max()))
+        changed = episodes.apply_silence(states, watermark_s, rules, emit) if watermark_s > 0 else np.empty(0)
+        written = self.sinks.write(outcome.alerts)
+        self.state_log.save(batch_id, states, np.concatenate([rows, changed]), {"newest_ts_s": self.newest_ts_s})
+        self.last_batch_id = batch_id
+        readings_kept = int(summary.readings.sum())
         with self._lock:
-            self.totals["alerts"] += written
-            self.totals["out_of_order"] += out_of_order
-            self.last_batch = {"batch_id": batch_id, "alerts": written, "out_of_order": out_of_order}
-        if written or out_of_order:
-            log.info("batch %d: %d alert documents written, %d out-of-order readings ignored",
-                     batch_id, written, out_of_order)
-        # After the batch: the next batch is planned with the refreshed cache.
-        self.thresholds.refresh_if_due()
+            for name, value in (("alerts", written), ("out_of_order", outcome.out_of_order), ("late", late),
+                                ("quarantined", quarantined), ("readings", readings_kept)):
+                self.totals[name] += value
+            self.last_batch = {"batch_id": batch_id, "alerts": written, "readings": readings_kept,
+                               "meters": len(summary), "meters_read": int(needs.sum()),
+                               "seconds": time.perf_counter() - started}
+        if written or outcome.out_of_order or late or quarantined:
+            log.info("batch %d: %d alert documents written; %d readings out of order and %d behind the "
+                     "watermark ignored, %d records quarantined", batch_id, written, outcome.out_of_order, late,
+                     quarantined)
+
+    def _quarantine(self, parsed, batch_id: int, count: int) -> None:
+        """The batch's malformed records, in a folder of their own: a batch run again rewrites it."""
+        rows = contract.quarantined(contract.routed(parsed))
+        rows.coalesce(1).write.mode("overwrite").partitionBy("date").parquet(
+            str(zones.alerts_quarantine(self.settings) / f"batch={batch_id}"))
+        log.warning("batch %d: %d records broke the message contract and were quarantined in %s", batch_id,
+                    count, zones.alerts_quarantine(self.settings))
 
 
 # -- progress ------------------------------------------------------------------
@@ -177,69 +275,56 @@ def phases(duration_ms: dict) -> str:
 
 
 def log_progress(p) -> None:
-    """Log one batch of the alert query (records, readings, where the time went, late readings
-    dropped by the watermark) or what the quarantine query stored."""
-    if p.name != QUERY_NAME:
-        quarantined = jobs.observed(p, "quarantine").get("records_quarantined")
-        if quarantined:
-            log.warning("batch %d: %d records broke the message contract and were quarantined",
-                        p.batchId, quarantined)
-        return
-    late = sum(op.numRowsDroppedByWatermark for op in p.stateOperators)
-    readings = jobs.observed(p, "readings").get("readings", 0)
-    log.info("batch %d: %d Kafka records, %d readings in %.2f s (%s), watermark %s, %d late readings dropped",
+    """Log one micro-batch of the alert query: records, readings, where its time went."""
+    readings = jobs.observed(p, "readings").get("readings") or 0
+    log.info("batch %d: %d Kafka records, %d readings in %.2f s (%s), newest reading %s",
              p.batchId, p.numInputRows, readings, p.batchDuration / 1000.0, phases(p.durationMs),
-             p.eventTime.get("watermark", "-"), late)
-    if late:
-        log.warning("batch %d: %d readings arrived behind the watermark and were not evaluated", p.batchId, late)
+             p.eventTime.get("max", "-"))
 
 
 # -- entry point -----------------------------------------------------------------
 
 
 def start(spark, settings: config.Settings, rules: episodes.Rules, *, once: bool = False,
-          trigger_interval: str = "1 second", quarantine_trigger: str = "1 minute",
-          max_offsets_per_trigger: int | None = None, watermark_delay: str = "2 minutes", buckets: int = 8,
-          threshold_refresh_s: float = 300.0, starting_offsets: str = "earliest", rethinkdb_retry_s: float = 5.0,
-          sinks=None):
-    """Start the alert query and the quarantine query; returns (alert query, quarantine query, writer)."""
+          trigger_interval: str = "1 second", max_offsets_per_trigger: int | None = DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+          watermark_delay_s: float = 120.0, threshold_refresh_s: float = 300.0, starting_offsets: str = "earliest",
+          rethinkdb_retry_s: float = 5.0, sinks=None, snapshot_every: int = 500):
+    """Start the alert query; returns (query, the AlertBatches that handles its micro-batches)."""
     from pyspark.sql import functions as F
 
     from streaming.sinks import AlertSinks
 
     records = contract.read_kafka(spark, settings, starting_offsets=starting_offsets,
                                   max_offsets_per_trigger=max_offsets_per_trigger)
-    routed_rows = contract.routed(contract.parsed_messages(records))
-    reading_rows = (contract.readings(routed_rows).select("house_id", "meter", "appliance", "ts_s", "power_w")
-                    .observe("readings", F.count(F.lit(1)).alias("readings")))
-    thresholds = Thresholds(spark, settings, threshold_refresh_s)
+    readings = F.aggregate(F.col("msg.series"), F.lit(0), lambda total, s: total + F.size(s["ts_s"]))
+    parsed = (messages(records, float(settings.max_future_skew_s))
+              # Spark's event-time statistics (newest reading per batch) for the progress reports.
+              .withWatermark("event_time", f"{int(watermark_delay_s)} seconds")
+              .observe("readings", F.sum(F.when(F.col("error").isNull(), readings)).alias("readings")))
+    thresholds = Thresholds(settings, threshold_refresh_s)
     sinks = sinks or AlertSinks(settings, zones.alerts_spool(settings), rethinkdb_retry_s)
     sinks.feed.flush()  # alerts spooled by an earlier run go out first
     sinks.feed.start_retrying()
-    writer = BatchWriter(sinks, thresholds)
-    alert_trigger = {"availableNow": True} if once else {"processingTime": trigger_interval}
-    alert_query = (
-        alerts(with_thresholds(reading_rows, thresholds.frame), rules, buckets, watermark_delay)
-        .writeStream.queryName(QUERY_NAME)
+    thresholds.start_refreshing()
+    state_log = StateLog(zones.checkpoint(settings, QUERY_NAME) / "meter-state", snapshot_every)
+    batches = AlertBatches(settings, rules, sinks, thresholds, watermark_delay_s, state_log)
+    query = (
+        parsed.writeStream.queryName(QUERY_NAME)
         .option("checkpointLocation", str(zones.checkpoint(settings, QUERY_NAME)))
-        .outputMode("update")
-        .foreachBatch(writer)
-        .trigger(**alert_trigger)
+        .foreachBatch(batches)
+        .trigger(**({"availableNow": True} if once else {"processingTime": trigger_interval}))
         .start()
     )
-    quarantine_rows = contract.quarantined(routed_rows).observe(
-        "quarantine", F.count(F.lit(1)).alias("records_quarantined"))
-    quarantine_query = (
-        quarantine_rows.coalesce(1)
-        .writeStream.queryName(QUARANTINE_QUERY_NAME)
-        .format("parquet")
-        .option("path", str(zones.alerts_quarantine(settings)))
-        .option("checkpointLocation", str(zones.checkpoint(settings, QUARANTINE_QUERY_NAME)))
-        .partitionBy("date")
-        .trigger(**({"availableNow": True} if once else {"processingTime": quarantine_trigger}))
-        .start()
-    )
-    return alert_query, quarantine_query, writer
+    return query, batches
+
+
+def close(batches: AlertBatches) -> None:
+    """Stop refreshing thresholds and close the sinks (after the query has stopped)."""
+    batches.thresholds.stop()
+    if not batches.sinks.feed.flush():
+        log.error("%d alerts still spooled for RethinkDB in %s; they are sent on the next start",
+                  batches.sinks.feed.pending(), batches.sinks.feed.spool_path)
+    batches.sinks.close()
 
 
 def rules_from_args(args: argparse.Namespace) -> episodes.Rules:
@@ -248,13 +333,10 @@ def rules_from_args(args: argparse.Namespace) -> episodes.Rules:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streaming/alerts.py", description=__doc__.splitlines()[0])
-    jobs.add_stream_arguments(parser, trigger="1 second", starting_offsets="earliest")
-    parser.add_argument("--quarantine-trigger", default="1 minute",
-                        help="interval of the quarantine query (default 1 minute)")
-    parser.add_argument("--watermark-delay", default="2 minutes",
-                        help="readings this far behind the newest event time are late and dropped (default 2 minutes)")
-    parser.add_argument("--buckets", type=int, default=8,
-                        help="state keys (buckets of houses); fixed for the life of a checkpoint (default 8)")
+    jobs.add_stream_arguments(parser, trigger="1 second", max_offsets_per_trigger=DEFAULT_MAX_OFFSETS_PER_TRIGGER,
+                              starting_offsets="earliest")
+    parser.add_argument("--watermark-delay-s", type=float, default=120.0,
+                        help="readings this far behind the newest reading so far are late and dropped (default 120)")
     parser.add_argument("--threshold-refresh-s", type=float, default=300.0,
                         help="re-read the thresholds table this often, in seconds (default 300)")
     parser.add_argument("--rethinkdb-retry-s", type=float, default=5.0,
@@ -265,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_options(parser, episodes.Rules)
     config.add_arguments(parser, "kafka_bootstrap", "kafka_topic", "data_dir", "spark_master", "cassandra_hosts",
                          "cassandra_keyspace", "rethinkdb_host", "rethinkdb_port", "rethinkdb_db",
-                         "spark_shuffle_partitions")
+                         "spark_shuffle_partitions", "max_future_skew_s")
     return parser
 
 
@@ -275,13 +357,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = config.from_args(args)
     rules = rules_from_args(args)
     with jobs.session("smw-alerts", settings, listener=jobs.progress_listener(log, log_progress)) as spark:
-        alert_query, quarantine_query, writer = start(
+        query, batches = start(
             spark, settings, rules, once=args.once, trigger_interval=args.trigger,
-            quarantine_trigger=args.quarantine_trigger, max_offsets_per_trigger=args.max_offsets_per_trigger,
-            watermark_delay=args.watermark_delay, buckets=args.buckets, threshold_refresh_s=args.threshold_refresh_s,
-            starting_offsets=args.starting_offsets, rethinkdb_retry_s=args.rethinkdb_retry_s,
+            max_offsets_per_trigger=args.max_offsets_per_trigger, watermark_delay_s=args.watermark_delay_s,
+            threshold_refresh_s=args.threshold_refresh_s, starting_offsets=args.starting_offsets,
+            rethinkdb_retry_s=args.rethinkdb_retry_s,
         )
-        queries = [alert_query, quarantine_query]
+        queries = [query]
         if args.live_power and not args.once:
             from streaming import live_power
 
@@ -290,12 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             status = jobs.serve(queries, log, "alert job")
         finally:
-            if not writer.sinks.feed.flush():
-                log.error("%d alerts still spooled for RethinkDB in %s; they are sent on the next start",
-                          writer.sinks.feed.pending(), zones.alerts_spool(settings))
-            writer.sinks.close()
-    log.info("%d alert documents written, %d out-of-order readings ignored",
-             writer.totals["alerts"], writer.totals["out_of_order"])
+            close(batches)
+    totals = batches.totals
+    log.info("%d readings: %d alert documents written, %d readings out of order and %d behind the watermark "
+             "ignored, %d records quarantined", totals["readings"], totals["alerts"], totals["out_of_order"],
+             totals["late"], totals["quarantined"])
     return status
 
 

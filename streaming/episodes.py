@@ -67,23 +67,41 @@ _INT_COLUMNS = ("readings", "phase", "cand_n", "ep_n", "below_n")
 
 @dataclass
 class MeterStates:
-    """Columnar state of the meters of one bucket (one row per (house_id, meter))."""
+    """Columnar state of many meters (one row per (house_id, meter)); rows never move."""
 
     house_id: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     meter: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     appliance: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     floats: dict = field(default_factory=lambda: {c: np.empty(0) for c in _FLOAT_COLUMNS})
     ints: dict = field(default_factory=lambda: {c: np.empty(0, dtype=np.int64) for c in _INT_COLUMNS})
+    _index: dict | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.meter)
 
     def index(self) -> dict:
-        return {(h, int(m)): i for i, (h, m) in enumerate(zip(self.house_id, self.meter))}
+        """(house_id, meter) -> row."""
+        if self._index is None:
+            self._index = {(h, int(m)): i for i, (h, m) in enumerate(zip(self.house_id, self.meter))}
+        return self._index
+
+    def rows(self, house_ids, meters, appliances=None) -> np.ndarray:
+        """The rows of these meters; meters seen for the first time get one when their
+        `appliances` are given (else they are a KeyError)."""
+        index = self.index()
+        keys = list(zip(house_ids, np.asarray(meters, dtype=np.int64).tolist()))
+        if appliances is not None:
+            new = {}
+            for k, (key, appliance) in enumerate(zip(keys, appliances)):
+                if key not in index and key not in new:
+                    new[key] = appliance
+            if new:
+                self.append([h for h, _ in new], [m for _, m in new], list(new.values()))
+        return np.fromiter((index[key] for key in keys), dtype=np.int64, count=len(keys))
 
     def append(self, house_ids, meters, appliances) -> None:
         """Add meters seen for the first time, with empty state."""
-        n = len(meters)
+        n, first = len(meters), len(self.meter)
         self.house_id = np.concatenate([self.house_id, np.asarray(house_ids, dtype=object)])
         self.meter = np.concatenate([self.meter, np.asarray(meters, dtype=np.int64)])
         self.appliance = np.concatenate([self.appliance, np.asarray(appliances, dtype=object)])
@@ -91,30 +109,50 @@ class MeterStates:
             self.floats[c] = np.concatenate([self.floats[c], np.full(n, np.nan)])
         for c in _INT_COLUMNS:
             self.ints[c] = np.concatenate([self.ints[c], np.zeros(n, dtype=np.int64)])
+        index = self.index()
+        for offset, key in enumerate(zip(self.house_id[first:], self.meter[first:].tolist())):
+            index[key] = first + offset
+
+    def to_table(self, rows: np.ndarray | None = None) -> pa.Table:
+        """The state of `rows` (default: all) as an Arrow table, with each row's number."""
+        rows = np.arange(len(self.meter)) if rows is None else np.asarray(rows, dtype=np.int64)
+        columns = {"row": pa.array(rows, pa.int64()),
+                   "house_id": pa.array(self.house_id[rows].tolist(), pa.string()),
+                   "meter": pa.array(self.meter[rows], pa.int64()),
+                   "appliance": pa.array(self.appliance[rows].tolist(), pa.string())}
+        columns.update({c: pa.array(v[rows], pa.float64()) for c, v in self.floats.items()})
+        columns.update({c: pa.array(v[rows], pa.int64()) for c, v in self.ints.items()})
+        return pa.Table.from_pydict(columns)
+
+    def update(self, table: pa.Table) -> None:
+        """Apply rows of `to_table` (a later state of known rows, or new rows in order)."""
+        rows = table["row"].to_numpy()
+        new = rows >= len(self.meter)
+        if new.any():
+            order = np.argsort(rows[new], kind="stable")
+            if not np.array_equal(rows[new][order], np.arange(len(self.meter), len(self.meter) + new.sum())):
+                raise ValueError("state rows out of sequence: the state log is damaged")
+            picked = np.flatnonzero(new)[order]
+            self.append(np.asarray(table["house_id"].to_pylist(), dtype=object)[picked],
+                        table["meter"].to_numpy()[picked],
+                        np.asarray(table["appliance"].to_pylist(), dtype=object)[picked])
+        for c in _FLOAT_COLUMNS:
+            self.floats[c][rows] = table[c].to_numpy()
+        for c in _INT_COLUMNS:
+            self.ints[c][rows] = table[c].to_numpy()
 
     def to_bytes(self) -> bytes:
-        """Arrow IPC bytes, for Spark's state store."""
-        columns = {"house_id": pa.array(self.house_id.tolist(), pa.string()),
-                   "meter": pa.array(self.meter, pa.int64()),
-                   "appliance": pa.array(self.appliance.tolist(), pa.string())}
-        columns.update({c: pa.array(v, pa.float64()) for c, v in self.floats.items()})
-        columns.update({c: pa.array(v, pa.int64()) for c, v in self.ints.items()})
-        table = pa.Table.from_pydict(columns)
+        """Arrow IPC bytes of the whole state."""
         sink = io.BytesIO()
+        table = self.to_table()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         return sink.getvalue()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "MeterStates":
-        table = pa.ipc.open_stream(blob).read_all()
         states = cls()
-        states.house_id = np.asarray(table["house_id"].to_pylist(), dtype=object)
-        states.meter = table["meter"].to_numpy()
-        states.appliance = np.asarray(table["appliance"].to_pylist(), dtype=object)
-        # Copies: Arrow-backed arrays are read-only and the detector updates in place.
-        states.floats = {c: table[c].to_numpy().copy() for c in _FLOAT_COLUMNS}
-        states.ints = {c: table[c].to_numpy().copy() for c in _INT_COLUMNS}
+        states.update(pa.ipc.open_stream(blob).read_all())
         return states
 
 
@@ -169,79 +207,156 @@ class _Emitter:
         })
 
 
-def detect(states: MeterStates, batch: pd.DataFrame, watermark_s: float, rules: Rules) -> Outcome:
-    """Advance `states` in place with a batch of readings; returns the alert rows to write.
+@dataclass
+class Summary:
+    """One row per meter of a micro-batch: what the readings tell without shipping them.
 
-    `batch` has columns house_id, meter, appliance, ts_s, power_w, threshold_w (NaN
-    when the meter has no threshold). `watermark_s` is the event-time watermark the
-    batch started with (0 before any).
+    The alert job computes it in the JVM (`streaming.alerts.summaries`); `summarise()`
+    computes the same from readings in memory.
     """
-    outcome = Outcome()
-    emit = _Emitter(rules, outcome)
-    if len(batch):
-        _apply_readings(states, batch, rules, emit, outcome)
-    if watermark_s > 0:
-        _apply_silence(states, watermark_s, rules, emit)
-    eligible = (np.isnan(states.floats["no_data_start_ts_s"])
-                & (states.ints["readings"] >= rules.no_data_min_readings))
-    if eligible.any():
-        outcome.next_deadline_s = float(np.min(states.floats["last_ts_s"][eligible])) + rules.no_data_after_s
-    return outcome
+
+    house_id: np.ndarray
+    meter: np.ndarray
+    appliance: np.ndarray
+    readings: np.ndarray
+    min_ts_s: np.ndarray
+    max_ts_s: np.ndarray
+    max_w: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.meter)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> "Summary":
+        """From a frame with these columns, several rows of one meter allowed (merged here)."""
+        if not len(frame):
+            return cls(*(np.empty(0, dtype=t) for t in (object, np.int64, object, np.int64, float, float, float)))
+        keyed = frame.groupby(["house_id", "meter"], sort=False, as_index=False).agg(
+            appliance=("appliance", "max"), readings=("readings", "sum"), min_ts_s=("min_ts_s", "min"),
+            max_ts_s=("max_ts_s", "max"), max_w=("max_w", "max"))
+        return cls(keyed["house_id"].to_numpy(dtype=object), keyed["meter"].to_numpy(dtype=np.int64),
+                   keyed["appliance"].to_numpy(dtype=object), keyed["readings"].to_numpy(dtype=np.int64),
+                   keyed["min_ts_s"].to_numpy(dtype=np.float64), keyed["max_ts_s"].to_numpy(dtype=np.float64),
+                   keyed["max_w"].to_numpy(dtype=np.float64))
 
 
-def _apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit: _Emitter, outcome: Outcome):
+def summarise(batch: pd.DataFrame) -> Summary:
+    """The Summary of a frame of readings (house_id, meter, appliance, ts_s, power_w)."""
+    return Summary.from_frame(pd.DataFrame({
+        "house_id": batch["house_id"], "meter": batch["meter"], "appliance": batch["appliance"], "readings": 1,
+        "min_ts_s": batch["ts_s"], "max_ts_s": batch["ts_s"], "max_w": batch["power_w"]}))
+
+
+def raise_levels(threshold_w: np.ndarray, appliance: np.ndarray, rules: Rules) -> np.ndarray:
+    """The power above which a reading counts towards an overshoot, per meter (NaN: never)."""
+    raise_w = np.asarray(threshold_w, dtype=np.float64) * rules.multiplier
+    if not rules.overshoot_on_mains:
+        # Mains carry every circuit's episodes (and new_peak covers the house as a whole).
+        raise_w = np.where(np.asarray(appliance, dtype=object) == MAINS, np.nan, raise_w)
+    return raise_w
+
+
+def plan(states: MeterStates, rows: np.ndarray, summary: Summary, raise_w: np.ndarray, rules: Rules
+         ) -> np.ndarray:
+    """Which meters of the batch need their readings, one by one: True where a meter's readings
+    can change more than its counters.
+
+    That is a meter with a reading above its raise level, a run or an episode in progress,
+    a no_data alert open (its next reading closes it), a possible new peak, or readings both
+    older and newer than its last one (only those after it count). Every other meter only
+    moves its counters (`apply_summary`): an idle meter ignores readings below the raise level.
+    """
+    f, g = states.floats, states.ints
+    last_ts_s = np.nan_to_num(f["last_ts_s"][rows], nan=-np.inf)
+    any_fresh = summary.max_ts_s > last_ts_s
+    all_fresh = summary.min_ts_s > last_ts_s
+    peak_watch = ((states.appliance[rows] == MAINS)
+                  & (summary.max_ts_s - np.nan_to_num(f["first_ts_s"][rows], nan=np.inf) >= rules.new_peak_warmup_s)
+                  & (summary.max_w > np.nan_to_num(f["record_w"][rows], nan=np.inf) * rules.new_peak_margin))
+    busy = ((summary.max_w > raise_w) | (g["phase"][rows] != IDLE) | ~np.isnan(f["no_data_start_ts_s"][rows])
+            | peak_watch | ~all_fresh)
+    return any_fresh & busy
+
+
+def apply_summary(states: MeterStates, rows: np.ndarray, summary: Summary, needs_readings: np.ndarray,
+                  outcome: Outcome) -> None:
+    """Counters of the meters that do not need their readings: first and last reading, record, count.
+    A meter whose readings are all at or before its last one counts them as out of order."""
+    f, g = states.floats, states.ints
+    last_ts_s = np.nan_to_num(f["last_ts_s"][rows], nan=-np.inf)
+    stale = summary.max_ts_s <= last_ts_s
+    outcome.out_of_order += int(summary.readings[stale].sum())
+    fast = ~needs_readings & ~stale
+    fr = rows[fast]
+    f["first_ts_s"][fr] = np.where(np.isnan(f["first_ts_s"][fr]), summary.min_ts_s[fast], f["first_ts_s"][fr])
+    f["last_ts_s"][fr] = summary.max_ts_s[fast]
+    f["record_w"][fr] = np.fmax(f["record_w"][fr], summary.max_w[fast])
+    g["readings"][fr] += summary.readings[fast]
+
+
+def apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit: "_Emitter", outcome: Outcome
+                   ) -> None:
+    """Readings of the meters that need them, one by one through the state machine.
+
+    `batch` holds every reading of those meters in the micro-batch (house_id, meter,
+    ts_s, power_w, threshold_w); readings at or before a meter's last one carry no news.
+    """
+    if not len(batch):
+        return
     batch = batch.sort_values(["house_id", "meter", "ts_s"], kind="stable")
     house = batch["house_id"].to_numpy(dtype=object)
     meter = batch["meter"].to_numpy(dtype=np.int64)
     ts_s = batch["ts_s"].to_numpy(dtype=np.float64)
     power_w = batch["power_w"].to_numpy(dtype=np.float64)
     threshold_w = batch["threshold_w"].to_numpy(dtype=np.float64)
-    if not rules.overshoot_on_mains:
-        # Mains carry every circuit's episodes (and new_peak covers the house as a whole).
-        threshold_w = np.where(batch["appliance"].to_numpy(dtype=object) == MAINS, np.nan, threshold_w)
-    n = len(ts_s)
     starts = np.flatnonzero(np.r_[True, (house[1:] != house[:-1]) | (meter[1:] != meter[:-1])])
-    ends = np.r_[starts[1:], n]
-
-    # Map each group to its state row, creating rows for new meters.
-    index = states.index()
-    new = [k for k in starts if (house[k], int(meter[k])) not in index]
-    if new:
-        states.append(house[new], meter[new], batch["appliance"].to_numpy(dtype=object)[new])
-        index = states.index()
-    rows = np.fromiter((index[(house[k], int(meter[k]))] for k in starts), dtype=np.int64, count=len(starts))
-    f, g = states.floats, states.ints
-
-    # Readings at or before the meter's last one (replays, duplicates) carry no news.
-    last_ts_s = np.repeat(np.nan_to_num(f["last_ts_s"][rows], nan=-np.inf), ends - starts)
+    ends = np.r_[starts[1:], len(ts_s)]
+    rows = states.rows(house[starts], meter[starts])
+    if not rules.overshoot_on_mains:
+        threshold_w = np.where(np.repeat(states.appliance[rows] == MAINS, ends - starts), np.nan, threshold_w)
+    last_ts_s = np.repeat(np.nan_to_num(states.floats["last_ts_s"][rows], nan=-np.inf), ends - starts)
     fresh = ts_s > last_ts_s
-    outcome.out_of_order += int(n - fresh.sum())
-
-    raise_w = threshold_w * rules.multiplier
-    above = fresh & (power_w > raise_w)  # NaN thresholds compare False
-    group_above = np.add.reduceat(above.astype(np.int64), starts) > 0
-    group_max_w = np.maximum.reduceat(np.where(fresh, power_w, -np.inf), starts)
-    group_last_ts_s = np.maximum.reduceat(np.where(fresh, ts_s, -np.inf), starts)
-    peak_watch = ((states.appliance[rows] == MAINS)
-                  & (group_last_ts_s - np.nan_to_num(f["first_ts_s"][rows], nan=np.inf) >= rules.new_peak_warmup_s)
-                  & (group_max_w > np.nan_to_num(f["record_w"][rows], nan=np.inf) * rules.new_peak_margin))
-    slow = (group_above | (g["phase"][rows] != IDLE) | ~np.isnan(f["no_data_start_ts_s"][rows]) | peak_watch)
-
-    # Fast path: idle meters with nothing above the raise level only move their counters.
-    fast = ~slow & np.isfinite(group_last_ts_s)
-    fr = rows[fast]
-    counts = np.add.reduceat(fresh.astype(np.int64), starts)[fast]
-    f["first_ts_s"][fr] = np.where(np.isnan(f["first_ts_s"][fr]),
-                                   np.minimum.reduceat(np.where(fresh, ts_s, np.inf), starts)[fast], f["first_ts_s"][fr])
-    f["last_ts_s"][fr] = group_last_ts_s[fast]
-    f["record_w"][fr] = np.fmax(f["record_w"][fr], group_max_w[fast])
-    g["readings"][fr] += counts
-
-    for k in np.flatnonzero(slow):
-        i = rows[k]
+    outcome.out_of_order += int(len(ts_s) - fresh.sum())
+    for k, i in enumerate(rows):
         for j in range(starts[k], ends[k]):
             if fresh[j]:
                 _step(states, i, ts_s[j], power_w[j], threshold_w[j], rules, emit)
+
+
+def detect(states: MeterStates, batch: pd.DataFrame, watermark_s: float, rules: Rules) -> Outcome:
+    """Advance `states` in place with a batch of readings; returns the alert rows to write.
+
+    `batch` has columns house_id, meter, appliance, ts_s, power_w, threshold_w (NaN
+    when the meter has no threshold). `watermark_s` is the event-time watermark the
+    batch started with (0 before any). This is the rules over every reading in memory:
+    the alert job runs the same steps, `plan`, `apply_summary` and `apply_readings`, on a
+    summary computed in the JVM and on the readings of the meters that need them only.
+    """
+    outcome = Outcome()
+    emit = _Emitter(rules, outcome)
+    if len(batch):
+        summary = summarise(batch)
+        rows = states.rows(summary.house_id, summary.meter, summary.appliance)
+        thresholds = batch.groupby(["house_id", "meter"], sort=False)["threshold_w"].max()
+        meter_threshold_w = thresholds.reindex(pd.MultiIndex.from_arrays([summary.house_id, summary.meter])).to_numpy()
+        needs = plan(states, rows, summary, raise_levels(meter_threshold_w, states.appliance[rows], rules), rules)
+        apply_summary(states, rows, summary, needs, outcome)
+        wanted = set(zip(summary.house_id[needs], summary.meter[needs].tolist()))
+        keep = [(h, m) in wanted for h, m in zip(batch["house_id"], batch["meter"].tolist())]
+        apply_readings(states, batch[np.asarray(keep, dtype=bool)], rules, emit, outcome)
+    if watermark_s > 0:
+        apply_silence(states, watermark_s, rules, emit)
+    outcome.next_deadline_s = next_no_data_deadline(states, rules)
+    return outcome
+
+
+def next_no_data_deadline(states: MeterStates, rules: Rules) -> float:
+    """The earliest watermark at which a meter of `states` would open a no_data alert (inf: none)."""
+    eligible = (np.isnan(states.floats["no_data_start_ts_s"])
+                & (states.ints["readings"] >= rules.no_data_min_readings))
+    if not eligible.any():
+        return math.inf
+    return float(np.min(states.floats["last_ts_s"][eligible])) + rules.no_data_after_s
 
 
 def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: float, rules: Rules, emit: _Emitter):
@@ -314,19 +429,23 @@ def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: floa
         g["phase"][i] = IDLE  # the run above the raise level broke before it counted
 
 
-def _apply_silence(s: MeterStates, watermark_s: float, rules: Rules, emit: _Emitter) -> None:
-    """Close episodes of meters gone quiet and open no_data alerts, against the watermark."""
+def apply_silence(s: MeterStates, watermark_s: float, rules: Rules, emit: "_Emitter") -> np.ndarray:
+    """Close episodes of meters gone quiet and open no_data alerts, against the watermark;
+    returns the rows it changed."""
     f, g = s.floats, s.ints
     last_ts_s = f["last_ts_s"]
     stale = np.nan_to_num(last_ts_s, nan=np.inf) < watermark_s - rules.stale_close_s
-    for i in np.flatnonzero(stale & (g["phase"] == OPEN)):
+    closing = np.flatnonzero(stale & (g["phase"] == OPEN))
+    for i in closing:
         # Nothing was heard since the last reading above the clear level: the episode ends there.
         g["phase"][i] = IDLE
         f["closed_ts_s"][i] = last_ts_s[i]
         emit.overshoot(s, i, last_ts_s[i])
-    g["phase"][stale & (g["phase"] == CANDIDATE)] = IDLE
-    silent = ((np.nan_to_num(last_ts_s, nan=np.inf) < watermark_s - rules.no_data_after_s)
-              & np.isnan(f["no_data_start_ts_s"]) & (g["readings"] >= rules.no_data_min_readings))
-    for i in np.flatnonzero(silent):
+    dropped = np.flatnonzero(stale & (g["phase"] == CANDIDATE))
+    g["phase"][dropped] = IDLE
+    silent = np.flatnonzero((np.nan_to_num(last_ts_s, nan=np.inf) < watermark_s - rules.no_data_after_s)
+                            & np.isnan(f["no_data_start_ts_s"]) & (g["readings"] >= rules.no_data_min_readings))
+    for i in silent:
         f["no_data_start_ts_s"][i] = last_ts_s[i]
         emit.no_data(s, i, None)
+    return np.concatenate([closing, dropped, silent])

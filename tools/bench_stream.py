@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_builder.session("smw-bench-alerts", settings, conf={"spark.ui.enabled": "false",
                                                                        "spark.sql.shuffle.partitions": "2"})
     rules = episodes.Rules(no_data_after_s=3600.0)
-    alert_query, quarantine_query, writer = alerts.start(spark, settings, rules, trigger_interval=args.trigger,
-                                                         quarantine_trigger="5 minutes", buckets=4)
+    alert_query, batches = alerts.start(spark, settings, rules, trigger_interval=args.trigger)
     print(f"{'offered/s':>10} {'sustained/s':>12} {'backlog':>9} {'alerts':>7} "
           f"{'p50 s':>7} {'p95 s':>7} {'p99 s':>7}  batches (median s)")
     ctx = multiprocessing.get_context("spawn")
@@ -190,8 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                   + (f"  [{missing} spikes without alert]" if missing else ""), flush=True)
     finally:
         alert_query.stop()
-        quarantine_query.stop()
-        writer.sinks.close()
+        alerts.close(batches)
         spark.stop()
         admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list)
         try:

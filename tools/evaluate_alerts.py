@@ -231,15 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_builder.session("smw-eval-alerts", settings.replace(spark_master=args.spark_master or "local[2]"),
                                   conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"})
     t0 = time.perf_counter()
-    alert_query, quarantine_query, writer = alerts.start(
+    alert_query, batches = alerts.start(
         spark, settings, rules, once=True, max_offsets_per_trigger=args.max_offsets_per_trigger)
     try:
         alert_query.awaitTermination()
-        quarantine_query.awaitTermination()
         if alert_query.exception():
             raise RuntimeError(f"alert job failed: {alert_query.exception()}")
     finally:
-        writer.sinks.close()
+        alerts.close(batches)
     job_s = time.perf_counter() - t0
     spark.stop()
 

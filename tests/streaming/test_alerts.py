@@ -37,14 +37,13 @@ def event_time_s(text: str) -> float:
 
 
 def run_once(spark, settings, **options):
-    alert_query, quarantine_query, writer = alerts.start(spark, settings, RULES, once=True, **options)
+    alert_query, batches = alerts.start(spark, settings, RULES, once=True, **options)
     try:
         alert_query.awaitTermination(timeout=240)
-        quarantine_query.awaitTermination(timeout=240)
-        assert alert_query.exception() is None and quarantine_query.exception() is None
+        assert alert_query.exception() is None
     finally:
-        writer.sinks.close()
-    return writer
+        alerts.close(batches)
+    return batches
 
 
 def test_spike_raises_one_overshoot_alert_in_both_sinks_and_a_replay_adds_nothing(
@@ -119,11 +118,10 @@ def test_silent_meter_raises_no_data_and_late_readings_are_dropped(spark, job_se
 
     # A reading far behind the watermark is dropped (and counted by Spark), and does not close the outage.
     produce(job_settings, {quiet: [series(4, "refrigerator", T0 + 100, [50.0])]})
-    alert_query, quarantine_query, writer = alerts.start(spark, job_settings, RULES, once=True)
+    alert_query, batches = alerts.start(spark, job_settings, RULES, once=True)
     alert_query.awaitTermination(timeout=240)
-    quarantine_query.awaitTermination(timeout=240)
-    writer.sinks.close()
-    dropped = sum(op["numRowsDroppedByWatermark"] for p in alert_query.recentProgress for op in p["stateOperators"])
+    alerts.close(batches)
+    dropped = batches.totals["late"]
     assert dropped == 1
     assert rethink_alerts(job_settings, [quiet])[0]["state"] == "open"
 
@@ -132,7 +130,7 @@ def test_threshold_change_applies_within_one_refresh_interval(spark, job_setting
     house = f"{house_prefix}r"
     refresh_s = 4.0
     set_threshold(cassandra_session, house, 7, 1000.0)
-    alert_query, quarantine_query, writer = alerts.start(
+    alert_query, batches = alerts.start(
         spark, job_settings, RULES, trigger_interval="0.5 seconds", threshold_refresh_s=refresh_s)
     try:
         changed_at_s = last_before_change_s = None
@@ -161,5 +159,4 @@ def test_threshold_change_applies_within_one_refresh_interval(spark, job_setting
         assert last_before_change_s < doc["start_ts_s"] <= changed_at_s + refresh_s + 1.0
     finally:
         alert_query.stop()
-        quarantine_query.stop()
-        writer.sinks.close()
+        alerts.close(batches)
