@@ -63,6 +63,10 @@ def base_conf(settings: config.Settings) -> dict[str, str]:
     """Settings every job shares, whatever launched it."""
     conf = {
         "spark.sql.session.timeZone": "UTC",  # the server's zone must never leak into results
+        # DataFrames reach the driver's pandas as Arrow batches, not as pickled rows.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # The command-line tools report their own progress; Spark's stage bars would garble it.
+        "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": settings.spark_shuffle_partitions,
         "spark.cassandra.connection.host": settings.cassandra_hosts,
         "spark.cassandra.connection.port": settings.cassandra_port,

@@ -61,46 +61,41 @@ def messages(kafka_records, max_future_skew_s: float):
     return parsed.withColumn("event_time", F.when(F.col("error").isNull(), F.timestamp_seconds(newest)))
 
 
-def _series(parsed, watermark_s: float):
-    """One row per series of a valid message, its points at or after the watermark in `points`."""
+def series(parsed, watermark_s: float):
+    """One row per series of a valid message: house_id, meter, appliance, its points (ts_s,
+    power_w) and `late`, how many are behind the watermark."""
     from pyspark.sql import functions as F
 
-    series = parsed.where(F.col("error").isNull()).select(
+    rows = parsed.where(F.col("error").isNull()).select(
         F.col("msg.house_id").alias("house_id"), F.explode("msg.series").alias("s"))
-    points = F.filter(F.arrays_zip(F.col("s.ts_s").alias("ts_s"), F.col("s.power_w").alias("power_w")),
-                      lambda p: p["ts_s"] >= F.lit(watermark_s))
-    return series.select("house_id", F.col("s.meter").cast("long").alias("meter"),
-                         F.col("s.appliance").alias("appliance"), F.size("s.ts_s").alias("sent"),
-                         points.alias("points"))
+    behind = F.when(F.array_min("s.ts_s") < F.lit(watermark_s),
+                    F.size(F.filter("s.ts_s", lambda t: t < F.lit(watermark_s)))).otherwise(F.lit(0))
+    return rows.select("house_id", F.col("s.meter").cast("long").alias("meter"), F.col("s.appliance").alias("appliance"),
+                       F.col("s.ts_s").alias("ts_s"), F.col("s.power_w").alias("power_w"), behind.alias("late"))
 
 
-def summaries(parsed, watermark_s: float):
-    """Per series of the batch's valid messages: house_id, meter, appliance, readings kept,
-    late (behind the watermark), min_ts_s, max_ts_s, max_w; plus one row per malformed
-    record (house_id null, `quarantined` 1)."""
+def summaries(series_rows, watermark_s: float):
+    """Per series: house_id, meter, appliance, readings at or after the watermark, late (behind
+    it), and of those kept min_ts_s, max_ts_s, max_w. No reading leaves the JVM."""
     from pyspark.sql import functions as F
 
-    kept = _series(parsed, watermark_s).select(
-        "house_id", "meter", "appliance", F.size("points").alias("readings"),
-        (F.col("sent") - F.size("points")).alias("late"),
-        F.array_min("points.ts_s").alias("min_ts_s"), F.array_max("points.ts_s").alias("max_ts_s"),
-        F.array_max("points.power_w").alias("max_w"), F.lit(0).alias("quarantined"))
-    malformed = parsed.where(F.col("error").isNotNull()).select(
-        *(F.lit(None).cast(kind).alias(name) for name, kind in (
-            ("house_id", "string"), ("meter", "long"), ("appliance", "string"), ("readings", "int"),
-            ("late", "int"), ("min_ts_s", "double"), ("max_ts_s", "double"), ("max_w", "double"))),
-        F.lit(1).alias("quarantined"))
-    return kept.unionByName(malformed)
+    kept = F.filter(F.arrays_zip("ts_s", "power_w"), lambda p: p["ts_s"] >= F.lit(watermark_s))
+    on_time = F.col("late") == 0  # the common case, without building the kept points
+    return series_rows.select(
+        "house_id", "meter", "appliance", (F.size("ts_s") - F.col("late")).alias("readings"), "late",
+        F.when(on_time, F.array_min("ts_s")).otherwise(F.array_min(kept["ts_s"])).alias("min_ts_s"),
+        F.array_max("ts_s").alias("max_ts_s"),
+        F.when(on_time, F.array_max("power_w")).otherwise(F.array_max(kept["power_w"])).alias("max_w"))
 
 
-def meter_readings(parsed, keys: list[str], watermark_s: float):
+def meter_readings(series_rows, keys: list[str], watermark_s: float):
     """The readings (house_id, meter, ts_s, power_w) at or after the watermark of the meters
     named in `keys` (`meter_key`)."""
     from pyspark.sql import functions as F
 
-    series = _series(parsed, watermark_s)
-    chosen = series.where(F.concat_ws(_KEY_SEPARATOR, "house_id", F.col("meter").cast("string")).isin(keys))
-    return chosen.select("house_id", "meter", F.explode("points").alias("p")).select(
+    chosen = series_rows.where(F.concat_ws(_KEY_SEPARATOR, "house_id", F.col("meter").cast("string")).isin(keys))
+    points = chosen.select("house_id", "meter", F.explode(F.arrays_zip("ts_s", "power_w")).alias("p"))
+    return points.where(F.col("p.ts_s") >= F.lit(watermark_s)).select(
         "house_id", "meter", F.col("p.ts_s").alias("ts_s"), F.col("p.power_w").alias("power_w"))
 
 
@@ -112,26 +107,25 @@ def meter_key(house_id: str, meter: int) -> str:
 
 
 class Thresholds:
-    """Each meter's threshold from the Cassandra `thresholds` table, in the driver.
+    """Each meter's threshold from the Cassandra `thresholds` table, kept in the driver beside
+    the meter rows (`aligned`).
 
-    Re-read every `refresh_s` by a background thread; a batch picks the new rows up when
-    it starts, so a change applies within one refresh interval, without a restart. For
-    the detector the thresholds are kept as an array beside its meter rows, extended as
-    meters appear.
+    A background thread re-reads the table every `refresh_s`; a batch picks the new rows up
+    when it starts, so a change applies within one refresh interval, without a restart.
     """
 
     def __init__(self, settings: config.Settings, refresh_s: float):
         self.settings = settings
         self.refresh_s = refresh_s
-        self._by_meter: dict[tuple[str, int], float] = {}
-        self._fresh: dict | None = None
-        self._aligned = np.empty(0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._fresh: dict | None = None
         self._by_meter = self.read()
+        self._aligned = np.empty(0)
 
     def read(self) -> dict[tuple[str, int], float]:
+        """{(house_id, meter): threshold_w} of every meter with a threshold."""
         from smw import cql
 
         handle, session = cql.connect(self.settings)
@@ -207,6 +201,8 @@ class AlertBatches:
 
     def __call__(self, batch_df, batch_id: int) -> None:
         from pyspark import StorageLevel
+        from pyspark.sql import Observation
+        from pyspark.sql import functions as F
 
         started = time.perf_counter()
         if self.states is None or batch_id != self.last_batch_id + 1:
@@ -214,28 +210,31 @@ class AlertBatches:
         states, rules, watermark_s = self.states, self.rules, self.watermark_s
         outcome = episodes.Outcome()
         emit = episodes._Emitter(rules, outcome)
-        parsed = batch_df.persist(StorageLevel.MEMORY_ONLY)
+        observation = Observation(f"alerts-batch-{batch_id}")
+        counted = batch_df.observe(observation, F.count(F.when(F.col("error").isNotNull(), 1)).alias("malformed"))
+        # Kept for the second look at the meters that need their readings: the batch is read
+        # from Kafka and parsed once.
+        series_rows = series(counted, watermark_s).persist(StorageLevel.MEMORY_ONLY)
         try:
-            found = summaries(parsed, watermark_s).toPandas()
-            quarantined = int(found["quarantined"].sum())
-            per_series = found[found["quarantined"] == 0]
-            late = int(per_series["late"].sum())
-            per_series = per_series[per_series["readings"] > 0]
-            summary = episodes.Summary.from_frame(per_series)
+            found = summaries(series_rows, watermark_s).toPandas()
+            summarised_s = time.perf_counter() - started
+            quarantined = int(observation.get["malformed"])
+            late = int(found["late"].sum())
+            summary = episodes.Summary.from_frame(found[found["readings"] > 0])
             rows = states.rows(summary.house_id, summary.meter, summary.appliance)
             threshold_w = self.thresholds.aligned(states)
-            needs = episodes.plan(states, rows, summary, episodes.raise_levels(threshold_w[rows],
-                                                                               states.appliance[rows], rules), rules)
+            needs = episodes.plan(states, rows, summary,
+                                  episodes.raise_levels(threshold_w[rows], states.appliance[rows], rules), rules)
             episodes.apply_summary(states, rows, summary, needs, outcome)
             if needs.any():
                 keys = [meter_key(h, m) for h, m in zip(summary.house_id[needs], summary.meter[needs].tolist())]
-                readings = meter_readings(parsed, keys, watermark_s).toPandas()
+                readings = meter_readings(series_rows, keys, watermark_s).toPandas()
                 readings["threshold_w"] = threshold_w[states.rows(readings["house_id"], readings["meter"])]
                 episodes.apply_readings(states, readings, rules, emit, outcome)
-            if quarantined:
-                self._quarantine(parsed, batch_id, quarantined)
         finally:
-            parsed.unpersist()
+            series_rows.unpersist()
+        if quarantined:
+            self._quarantine(batch_df, batch_id, quarantined)
         if len(summary):
             self.newest_ts_s = max(self.newest_ts_s, float(summary.max_ts_s.max()))
         changed = episodes.apply_silence(states, watermark_s, rules, emit) if watermark_s > 0 else np.empty(0)
@@ -249,15 +248,15 @@ class AlertBatches:
                 self.totals[name] += value
             self.last_batch = {"batch_id": batch_id, "alerts": written, "readings": readings_kept,
                                "meters": len(summary), "meters_read": int(needs.sum()),
-                               "seconds": time.perf_counter() - started}
+                               "summary_s": summarised_s, "seconds": time.perf_counter() - started}
         if written or outcome.out_of_order or late or quarantined:
             log.info("batch %d: %d alert documents written; %d readings out of order and %d behind the "
                      "watermark ignored, %d records quarantined", batch_id, written, outcome.out_of_order, late,
                      quarantined)
 
-    def _quarantine(self, parsed, batch_id: int, count: int) -> None:
+    def _quarantine(self, batch_df, batch_id: int, count: int) -> None:
         """The batch's malformed records, in a folder of their own: a batch run again rewrites it."""
-        rows = contract.quarantined(contract.routed(parsed))
+        rows = contract.quarantined(contract.routed(batch_df))
         rows.coalesce(1).write.mode("overwrite").partitionBy("date").parquet(
             str(zones.alerts_quarantine(self.settings) / f"batch={batch_id}"))
         log.warning("batch %d: %d records broke the message contract and were quarantined in %s", batch_id,

@@ -74,44 +74,63 @@ class MeterStates:
     appliance: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     floats: dict = field(default_factory=lambda: {c: np.empty(0) for c in _FLOAT_COLUMNS})
     ints: dict = field(default_factory=lambda: {c: np.empty(0, dtype=np.int64) for c in _INT_COLUMNS})
-    _index: dict | None = field(default=None, repr=False, compare=False)
+    # Lookups (house_id, meter) -> row, rebuilt lazily after appends: a house's code is its
+    # position in `_houses`, a meter's key is code << 16 | meter (meters are 0..65535).
+    _houses: dict = field(default_factory=dict, repr=False, compare=False)
+    _keys: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False, compare=False)
+    _lookups: tuple | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.meter)
 
-    def index(self) -> dict:
-        """(house_id, meter) -> row."""
-        if self._index is None:
-            self._index = {(h, int(m)): i for i, (h, m) in enumerate(zip(self.house_id, self.meter))}
-        return self._index
+    def _lookup(self) -> tuple[pd.Index, pd.Index]:
+        if self._lookups is None:
+            self._lookups = (pd.Index(list(self._houses), dtype=object), pd.Index(self._keys))
+        return self._lookups
+
+    def _codes(self, house_ids: np.ndarray) -> np.ndarray:
+        codes = self._lookup()[0].get_indexer(house_ids)
+        if (codes < 0).any():
+            for house_id in pd.unique(house_ids[codes < 0]):
+                self._houses[house_id] = len(self._houses)
+            self._lookups = None
+            codes = self._lookup()[0].get_indexer(house_ids)
+        return codes.astype(np.int64)
 
     def rows(self, house_ids, meters, appliances=None) -> np.ndarray:
         """The rows of these meters; meters seen for the first time get one when their
         `appliances` are given (else they are a KeyError)."""
-        index = self.index()
-        keys = list(zip(house_ids, np.asarray(meters, dtype=np.int64).tolist()))
-        if appliances is not None:
-            new = {}
-            for k, (key, appliance) in enumerate(zip(keys, appliances)):
-                if key not in index and key not in new:
-                    new[key] = appliance
-            if new:
-                self.append([h for h, _ in new], [m for _, m in new], list(new.values()))
-        return np.fromiter((index[key] for key in keys), dtype=np.int64, count=len(keys))
+        house_ids = np.asarray(house_ids, dtype=object)
+        meters = np.asarray(meters, dtype=np.int64)
+        if not len(meters):
+            return np.empty(0, dtype=np.int64)
+        keys = (self._codes(house_ids) << 16) | meters
+        rows = self._lookup()[1].get_indexer(keys)
+        missing = rows < 0
+        if missing.any():
+            if appliances is None:
+                raise KeyError(f"{missing.sum()} meters without state, first {house_ids[missing][0]!r}")
+            _, first = np.unique(keys[missing], return_index=True)
+            picked = np.flatnonzero(missing)[np.sort(first)]
+            self.append(house_ids[picked], meters[picked], np.asarray(appliances, dtype=object)[picked])
+            rows = self._lookup()[1].get_indexer(keys)
+        return rows.astype(np.int64)
 
     def append(self, house_ids, meters, appliances) -> None:
         """Add meters seen for the first time, with empty state."""
-        n, first = len(meters), len(self.meter)
-        self.house_id = np.concatenate([self.house_id, np.asarray(house_ids, dtype=object)])
-        self.meter = np.concatenate([self.meter, np.asarray(meters, dtype=np.int64)])
+        house_ids = np.asarray(house_ids, dtype=object)
+        meters = np.asarray(meters, dtype=np.int64)
+        n = len(meters)
+        keys = (self._codes(house_ids) << 16) | meters
+        self.house_id = np.concatenate([self.house_id, house_ids])
+        self.meter = np.concatenate([self.meter, meters])
         self.appliance = np.concatenate([self.appliance, np.asarray(appliances, dtype=object)])
+        self._keys = np.concatenate([self._keys, keys])
+        self._lookups = None
         for c in _FLOAT_COLUMNS:
             self.floats[c] = np.concatenate([self.floats[c], np.full(n, np.nan)])
         for c in _INT_COLUMNS:
             self.ints[c] = np.concatenate([self.ints[c], np.zeros(n, dtype=np.int64)])
-        index = self.index()
-        for offset, key in enumerate(zip(self.house_id[first:], self.meter[first:].tolist())):
-            index[key] = first + offset
 
     def to_table(self, rows: np.ndarray | None = None) -> pa.Table:
         """The state of `rows` (default: all) as an Arrow table, with each row's number."""
@@ -228,16 +247,26 @@ class Summary:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame) -> "Summary":
-        """From a frame with these columns, several rows of one meter allowed (merged here)."""
-        if not len(frame):
-            return cls(*(np.empty(0, dtype=t) for t in (object, np.int64, object, np.int64, float, float, float)))
-        keyed = frame.groupby(["house_id", "meter"], sort=False, as_index=False).agg(
-            appliance=("appliance", "max"), readings=("readings", "sum"), min_ts_s=("min_ts_s", "min"),
-            max_ts_s=("max_ts_s", "max"), max_w=("max_w", "max"))
-        return cls(keyed["house_id"].to_numpy(dtype=object), keyed["meter"].to_numpy(dtype=np.int64),
-                   keyed["appliance"].to_numpy(dtype=object), keyed["readings"].to_numpy(dtype=np.int64),
-                   keyed["min_ts_s"].to_numpy(dtype=np.float64), keyed["max_ts_s"].to_numpy(dtype=np.float64),
-                   keyed["max_w"].to_numpy(dtype=np.float64))
+        """From a frame with these columns; rows of one meter (several messages) are merged."""
+        house_id = frame["house_id"].to_numpy(dtype=object)
+        meter = frame["meter"].to_numpy(dtype=np.int64)
+        columns = [frame[c].to_numpy(dtype=t) for c, t in (("readings", np.int64), ("min_ts_s", np.float64),
+                                                          ("max_ts_s", np.float64), ("max_w", np.float64))]
+        codes, _ = pd.factorize(house_id)
+        keys, first, inverse = np.unique((codes.astype(np.int64) << 16) | meter, return_index=True,
+                                         return_inverse=True)
+        appliance = frame["appliance"].to_numpy(dtype=object)[first]
+        if len(keys) == len(meter):
+            order = first
+            readings, min_ts_s, max_ts_s, max_w = (c[order] for c in columns)
+        else:
+            readings = np.zeros(len(keys), dtype=np.int64)
+            np.add.at(readings, inverse, columns[0])
+            min_ts_s, max_ts_s, max_w = np.full(len(keys), np.inf), np.full(len(keys), -np.inf), np.full(len(keys), -np.inf)
+            np.minimum.at(min_ts_s, inverse, columns[1])
+            np.maximum.at(max_ts_s, inverse, columns[2])
+            np.fmax.at(max_w, inverse, columns[3])
+        return cls(house_id[first], meter[first], appliance, readings, min_ts_s, max_ts_s, max_w)
 
 
 def summarise(batch: pd.DataFrame) -> Summary:

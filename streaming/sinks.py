@@ -5,7 +5,10 @@ Alerts bound for it are first appended to a spool file (under the job's checkpoi
 folder, so it survives a restart) and the spool is then flushed with
 `insert(..., conflict="update")`; a failed flush keeps the spool and is retried on
 the next batch and by a background timer. Every document is complete, so the spool
-keeps only the newest document per id and replaying it is harmless.
+keeps only the newest document per id and replaying it is harmless. The spool is only
+ever replaced whole (written beside it, then renamed), so a crash cannot tear it; a line
+that does not parse all the same (a disk or a hand that damaged it) is skipped, counted
+and moved to `<spool>.damaged`, and the rest is delivered.
 """
 from __future__ import annotations
 
@@ -66,15 +69,29 @@ class RethinkFeed:
         self._failing_since = None
         self._stop = threading.Event()
         self._timer = None
+        self.damaged_lines = 0
 
     # -- spool ---------------------------------------------------------------
     def _read_spool(self) -> dict[str, dict]:
         pending: dict[str, dict] = {}
-        if self.spool_path.exists():
-            for line in self.spool_path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    doc = json.loads(line)
-                    pending[doc["id"]] = doc
+        if not self.spool_path.exists():
+            return pending
+        damaged = []
+        for line in self.spool_path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+                pending[doc["id"]] = doc
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError):
+                damaged.append(line)
+        if damaged:
+            with open(self.spool_path.with_name(self.spool_path.name + ".damaged"), "ab") as out:
+                out.write(b"\n".join(damaged) + b"\n")
+            self.damaged_lines += len(damaged)
+            log.error("%d damaged line(s) in the alert spool %s skipped and kept in %s.damaged; %d alerts recovered",
+                      len(damaged), self.spool_path, self.spool_path.name, len(pending))
+            self._rewrite(list(pending.values()))
         return pending
 
     def pending(self) -> int:
@@ -82,30 +99,24 @@ class RethinkFeed:
         with self._lock:
             return len(self._read_spool())
 
-    def _append(self, docs: list[dict]) -> None:
-        with open(self.spool_path, "a", encoding="utf-8") as spool:
-            for doc in docs:
-                spool.write(json.dumps(doc, separators=(",", ":")) + "\n")
-            spool.flush()
-            os.fsync(spool.fileno())  # the batch counts as written only once its alerts are on disk
-
     # -- writes --------------------------------------------------------------
     def write(self, docs: list[dict]) -> bool:
-        """Spool the documents and try to deliver everything spooled; True if the spool is empty after."""
+        """Deliver the documents and everything spooled; what cannot be delivered is spooled (on
+        disk before this returns, so the batch may commit). True if nothing is left spooled."""
         with self._lock:
-            if docs:
-                self._append(docs)
-            return self._flush_locked()
+            return self._flush_locked(docs)
 
     def flush(self) -> bool:
         """Try to deliver the spool; True if nothing is left."""
         with self._lock:
-            return self._flush_locked()
+            return self._flush_locked([])
 
-    def _flush_locked(self) -> bool:
+    def _flush_locked(self, docs: list[dict]) -> bool:
         from rethinkdb.errors import ReqlError
 
+        spooled = self.spool_path.exists()
         pending = self._read_spool()
+        pending.update((doc["id"], doc) for doc in docs)
         if not pending:
             return True
         docs = list(pending.values())
@@ -132,10 +143,12 @@ class RethinkFeed:
             log.warning("RethinkDB reachable again after %.0f s: %d spooled alerts delivered",
                         time.monotonic() - self._failing_since, len(docs))
             self._failing_since = None
-        self.spool_path.unlink(missing_ok=True)
+        if spooled:
+            self.spool_path.unlink(missing_ok=True)
         return True
 
     def _rewrite(self, docs: list[dict]) -> None:
+        """Replace the spool whole: written beside it, synced, renamed over it."""
         staging = self.spool_path.with_suffix(".tmp")
         with open(staging, "w", encoding="utf-8") as spool:
             for doc in docs:

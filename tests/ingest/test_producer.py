@@ -70,6 +70,21 @@ def test_bad_rows_are_quarantined_not_published(tmp_path):
     assert {line["reason"] for line in lines} == set(stats.quarantined)
 
 
+def test_readings_dated_in_the_future_are_quarantined_unless_the_replay_waits_for_them(tmp_path):
+    import time
+
+    rows = interleaved("h1", 4)
+    rows[3] = ("h1", 2, "l2", "a2", 3_928_000_000.0, 7.0)  # a timestamp with one bit flipped: 2094
+    rows.append(("h1", 3, "l3", "a3", time.time() + 60.0, 8.0))  # a minute ahead: within the skew
+    out, stats = cut(rows, quarantine=producing.Quarantine(tmp_path / "q.jsonl"))
+    assert sum(count for _, _, count, _ in out) == 4
+    assert dict(stats.quarantined) == {"timestamp in the future (a clock ahead)": 1}
+    # A replay that holds each message until its time (`not_ahead`) checks nothing ahead of time.
+    held = list(producing.messages_from_batch(table(rows), 4, producing.Quarantine(None), producing.PublishStats(),
+                                              None, None))
+    assert sum(count for _, _, count, _ in held) == 5
+
+
 def test_pacer_follows_data_time_at_the_given_speed(monkeypatch):
     slept = []
     clock = iter([0.0, 0.0, 0.1])

@@ -1,6 +1,7 @@
 """The landing job's pure transforms on inline messages (no broker)."""
 import datetime as dt
 import json
+import time
 
 import pytest
 from pyspark.sql import Row
@@ -28,6 +29,8 @@ def variant(**changes):
 
 CORPUS = [
     json.dumps(GOOD),
+    variant(series0={"ts_s": [1303171199.5, 3928000000.0]}),  # one timestamp with a bit flipped: 2094
+    variant(series0={"ts_s": [time.time() + 3600.0, time.time() + 3601.0]}),  # a clock an hour ahead
     variant(v=2),
     variant(v="1"),
     variant(type="price"),

@@ -41,6 +41,7 @@ def test_valid_message_passes():
         ({"series": [{"meter": 1, "label": "a", "appliance": "a", "ts_s": [1e9, 2e9], "power_w": [1]}]}, "has 2"),
         ({"series": [{"meter": 1, "label": "a", "appliance": "a", "ts_s": [5.0], "power_w": [1]}]}, "outside"),
         ({"series": [{"meter": 1, "label": "a", "appliance": "a", "ts_s": [], "power_w": []}]}, "non-empty"),
+        ({"series": [{"meter": 1, "label": "a", "appliance": "a", "ts_s": [3.928e9], "power_w": [1]}]}, "future"),
     ],
 )
 def test_contract_violations_name_the_rule(changes, message):
@@ -60,3 +61,12 @@ def test_nan_is_refused_on_both_sides():
     with pytest.raises(InvalidMessage, match="finite"):
         messages.decode(b'{"v":1,"type":"readings","house_id":"h","series":[{"meter":1,"label":"a",'
                         b'"appliance":"a","ts_s":[1e9],"power_w":[NaN]}]}')
+
+
+def test_readings_may_be_a_little_ahead_of_the_clock_but_not_more():
+    now_s = 1_800_000_000.0
+    ahead = good_body(series=[{"meter": 1, "label": "a", "appliance": "a", "ts_s": [now_s + 250.0], "power_w": [1]}])
+    assert messages.validate(ahead, now_s=now_s)
+    with pytest.raises(InvalidMessage, match="300 s in the future"):
+        messages.validate(ahead, now_s=now_s - 100.0)
+    assert messages.validate(ahead, now_s=now_s - 100.0, max_future_skew_s=400.0)

@@ -160,3 +160,24 @@ def test_threshold_change_applies_within_one_refresh_interval(spark, job_setting
     finally:
         alert_query.stop()
         alerts.close(batches)
+
+
+def test_a_reading_dated_2094_is_quarantined_and_changes_nothing_for_the_other_houses(
+        spark, job_settings, cassandra_session, house_prefix):
+    houses = [f"{house_prefix}{n}" for n in range(3)]
+    for house in houses:
+        set_threshold(cassandra_session, house, 5, 100.0)
+    produce(job_settings, {house: [series(5, "oven", T0, QUIET)] for house in houses})
+    run_once(spark, job_settings)
+    # An EMU-2 TimeStamp with one bit flipped: 2094. Then the houses go on, one with a spike.
+    flipped_s = 3_928_000_000.0
+    produce(job_settings, {f"{house_prefix}x": [series(5, "oven", flipped_s, [60.0])]})
+    produce(job_settings, {houses[0]: [series(5, "oven", T0 + 30, SPIKE)],
+                           **{house: [series(5, "oven", T0 + 30, QUIET)] for house in houses[1:]}})
+    batches = run_once(spark, job_settings)
+    assert batches.totals["quarantined"] == 1
+    assert batches.totals["late"] == 0 and batches.totals["readings"] == 30
+    docs = rethink_alerts(job_settings, houses + [f"{house_prefix}x"])
+    assert [(d["kind"], d["house_id"], d["start_ts_s"]) for d in docs] == [(KIND_OVERSHOOT, houses[0], T0 + 36)]
+    quarantine = spark.read.parquet(str(zones.alerts_quarantine(job_settings))).collect()
+    assert [r.error for r in quarantine] == ["ts_s more than 300 s in the future (a clock ahead)"]

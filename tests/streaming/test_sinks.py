@@ -1,4 +1,6 @@
 """The RethinkDB feed keeps alerts in its spool while the server is unreachable, and delivers them later."""
+import json
+
 import pytest
 
 from smw import rethink
@@ -35,3 +37,18 @@ def test_unreachable_rethinkdb_spools_then_delivers(rethinkdb_ready, tmp_path, h
     with rethink.connection(rethinkdb_ready) as conn:
         docs = {d["id"]: d for d in rethink.r.table("alerts").get_all(house_prefix, index="house_id").run(conn)}
     assert {i: d["state"] for i, d in docs.items()} == {f"{house_prefix}-1": "closed", f"{house_prefix}-2": "open"}
+
+
+def test_a_spool_with_a_torn_last_line_is_recovered(rethinkdb_ready, tmp_path, house_prefix):
+    spool = tmp_path / "spool.jsonl"
+    kept = document(alert(f"{house_prefix}-1", "open", 0, house_prefix), 1.0)
+    torn = '{"id": "' + house_prefix + '-2", "kind": "overs'  # the last line, cut short by a crash
+    spool.write_text(json.dumps(kept) + "\n" + torn, encoding="utf-8")
+    feed = RethinkFeed(rethinkdb_ready, spool, timeout_s=1.0)
+    assert feed.pending() == 1 and feed.damaged_lines == 1
+    assert (tmp_path / "spool.jsonl.damaged").read_text(encoding="utf-8") == torn + "\n"
+    assert feed.write([]) is True and not spool.exists()
+    feed.close()
+    with rethink.connection(rethinkdb_ready) as conn:
+        docs = list(rethink.r.table("alerts").get_all(house_prefix, index="house_id").run(conn))
+    assert [d["id"] for d in docs] == [kept["id"]]
