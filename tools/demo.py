@@ -229,9 +229,7 @@ class Demo:
         as soon as they are written."""
         self.say("starting the alert job and the web app")
         self.job("alerts").start(self.spark_submit(
-            "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "5",
-            # Episode state in as many partitions as this machine has cores: fewer tasks per micro-batch.
-            "--spark-shuffle-partitions", str(min(os.cpu_count() or 2, 8))), self.env)
+            "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "5"), self.env)
         self.job("web").start(self.python("webapp", "--port", str(self.args.port)), self.env)
 
     def live(self) -> dict:
