@@ -132,13 +132,21 @@ class MeterStates:
         for c in _INT_COLUMNS:
             self.ints[c] = np.concatenate([self.ints[c], np.zeros(n, dtype=np.int64)])
 
-    def to_table(self, rows: np.ndarray | None = None) -> pa.Table:
-        """The state of `rows` (default: all) as an Arrow table, with each row's number."""
+    def to_table(self, rows: np.ndarray | None = None, named_from: int = 0) -> pa.Table:
+        """The state of `rows` (default: all, in order) as an Arrow table, with each row's number.
+
+        House and appliance names are written for rows from `named_from` on (rows added since
+        the last write) and left null before it: a known row is found by its number.
+        """
         rows = np.arange(len(self.meter)) if rows is None else np.asarray(rows, dtype=np.int64)
-        columns = {"row": pa.array(rows, pa.int64()),
-                   "house_id": pa.array(self.house_id[rows].tolist(), pa.string()),
-                   "meter": pa.array(self.meter[rows], pa.int64()),
-                   "appliance": pa.array(self.appliance[rows].tolist(), pa.string())}
+        unnamed = int(np.searchsorted(rows, named_from)) if named_from else 0
+        named = rows[unnamed:]
+
+        def names(values: np.ndarray) -> pa.Array:
+            return pa.concat_arrays([pa.nulls(unnamed, pa.string()), pa.array(values[named].tolist(), pa.string())])
+
+        columns = {"row": pa.array(rows, pa.int64()), "house_id": names(self.house_id),
+                   "meter": pa.array(self.meter[rows], pa.int64()), "appliance": names(self.appliance)}
         columns.update({c: pa.array(v[rows], pa.float64()) for c, v in self.floats.items()})
         columns.update({c: pa.array(v[rows], pa.int64()) for c, v in self.ints.items()})
         return pa.Table.from_pydict(columns)

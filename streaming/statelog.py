@@ -38,6 +38,7 @@ class StateLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.snapshot_every = snapshot_every
         self._last_snapshot = -1
+        self._named = 0  # rows whose names are already on disk
 
     def _files(self) -> list[tuple[int, str, Path]]:
         found = []
@@ -66,6 +67,7 @@ class StateLog:
             states.update(table)
             meta = json.loads((table.schema.metadata or {}).get(_META, b"{}"))
         self._last_snapshot = first
+        self._named = len(states)
         if files:
             log.info("meter state of %d meters loaded (snapshot %d, deltas up to batch %d)", len(states), first,
                      batch_id - 1)
@@ -83,7 +85,8 @@ class StateLog:
                     path.unlink()
         else:
             rows = np.unique(np.asarray(changed_rows, dtype=np.int64))
-            _write(self.folder / f"delta-{batch_id:012d}.arrow", states.to_table(rows), meta)
+            _write(self.folder / f"delta-{batch_id:012d}.arrow", states.to_table(rows, self._named), meta)
+        self._named = len(states)
 
 
 def _write(path: Path, table: pa.Table, meta: dict) -> None:
