@@ -36,6 +36,7 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 
 from smw import config, contract, jobs, zones
 from streaming import episodes
@@ -45,7 +46,6 @@ log = logging.getLogger("streaming.alerts")
 
 QUERY_NAME = "alerts"
 DEFAULT_MAX_OFFSETS_PER_TRIGGER = 5000
-_KEY_SEPARATOR = "\u0001"
 
 
 # -- transforms ------------------------------------------------------------------
@@ -61,46 +61,37 @@ def messages(kafka_records, max_future_skew_s: float):
     return parsed.withColumn("event_time", F.when(F.col("error").isNull(), F.timestamp_seconds(newest)))
 
 
-def series(parsed, watermark_s: float):
-    """One row per series of a valid message: house_id, meter, appliance, its points (ts_s,
-    power_w) and `late`, how many are behind the watermark."""
+# No value that changes from batch to batch is compiled into these plans (the watermark is
+# applied in the driver): Spark generates each plan's code once and reuses it every batch.
+
+
+def series(parsed):
+    """One row per series of a valid message: house_id, meter, appliance, its readings (ts_s, power_w)."""
     from pyspark.sql import functions as F
 
     rows = parsed.where(F.col("error").isNull()).select(
         F.col("msg.house_id").alias("house_id"), F.explode("msg.series").alias("s"))
-    behind = F.when(F.array_min("s.ts_s") < F.lit(watermark_s),
-                    F.size(F.filter("s.ts_s", lambda t: t < F.lit(watermark_s)))).otherwise(F.lit(0))
     return rows.select("house_id", F.col("s.meter").cast("long").alias("meter"), F.col("s.appliance").alias("appliance"),
-                       F.col("s.ts_s").alias("ts_s"), F.col("s.power_w").alias("power_w"), behind.alias("late"))
+                       F.col("s.ts_s").alias("ts_s"), F.col("s.power_w").alias("power_w"))
 
 
-def summaries(series_rows, watermark_s: float):
-    """Per series: house_id, meter, appliance, readings at or after the watermark, late (behind
-    it), and of those kept min_ts_s, max_ts_s, max_w. No reading leaves the JVM."""
+def summaries(series_rows):
+    """Per series: house_id, meter, appliance, readings, min_ts_s, max_ts_s, max_w. No reading
+    leaves the JVM."""
     from pyspark.sql import functions as F
 
-    kept = F.filter(F.arrays_zip("ts_s", "power_w"), lambda p: p["ts_s"] >= F.lit(watermark_s))
-    on_time = F.col("late") == 0  # the common case, without building the kept points
-    return series_rows.select(
-        "house_id", "meter", "appliance", (F.size("ts_s") - F.col("late")).alias("readings"), "late",
-        F.when(on_time, F.array_min("ts_s")).otherwise(F.array_min(kept["ts_s"])).alias("min_ts_s"),
-        F.array_max("ts_s").alias("max_ts_s"),
-        F.when(on_time, F.array_max("power_w")).otherwise(F.array_max(kept["power_w"])).alias("max_w"))
+    return series_rows.select("house_id", "meter", "appliance", F.size("ts_s").alias("readings"),
+                              F.array_min("ts_s").alias("min_ts_s"), F.array_max("ts_s").alias("max_ts_s"),
+                              F.array_max("power_w").alias("max_w"))
 
 
-def meter_readings(series_rows, keys: list[str], watermark_s: float):
-    """The readings (house_id, meter, ts_s, power_w) at or after the watermark of the meters
-    named in `keys` (`meter_key`)."""
+def meter_readings(series_rows, house_ids: list[str]):
+    """The readings (house_id, meter, ts_s, power_w) of the houses in `house_ids`."""
     from pyspark.sql import functions as F
 
-    chosen = series_rows.where(F.concat_ws(_KEY_SEPARATOR, "house_id", F.col("meter").cast("string")).isin(keys))
-    points = chosen.select("house_id", "meter", F.explode(F.arrays_zip("ts_s", "power_w")).alias("p"))
-    return points.where(F.col("p.ts_s") >= F.lit(watermark_s)).select(
+    chosen = series_rows.where(F.col("house_id").isin(house_ids))
+    return chosen.select("house_id", "meter", F.explode(F.arrays_zip("ts_s", "power_w")).alias("p")).select(
         "house_id", "meter", F.col("p.ts_s").alias("ts_s"), F.col("p.power_w").alias("power_w"))
-
-
-def meter_key(house_id: str, meter: int) -> str:
-    return f"{house_id}{_KEY_SEPARATOR}{meter}"
 
 
 # -- thresholds ------------------------------------------------------------------
@@ -214,22 +205,32 @@ class AlertBatches:
         counted = batch_df.observe(observation, F.count(F.when(F.col("error").isNotNull(), 1)).alias("malformed"))
         # Kept for the second look at the meters that need their readings: the batch is read
         # from Kafka and parsed once.
-        series_rows = series(counted, watermark_s).persist(StorageLevel.MEMORY_ONLY)
+        series_rows = series(counted).persist(StorageLevel.MEMORY_ONLY)
         try:
-            found = summaries(series_rows, watermark_s).toPandas()
+            found = summaries(series_rows).toPandas()
             summarised_s = time.perf_counter() - started
             quarantined = int(observation.get["malformed"])
-            late = int(found["late"].sum())
-            summary = episodes.Summary.from_frame(found[found["readings"] > 0])
+            # Readings behind the watermark are late: a series wholly behind it is dropped here;
+            # a meter with a series across it is read, and its late readings dropped, below.
+            behind = found["max_ts_s"] < watermark_s
+            late = int(found.loc[behind, "readings"].sum())
+            found = found[~behind]
+            summary = episodes.Summary.from_frame(found)
             rows = states.rows(summary.house_id, summary.meter, summary.appliance)
             threshold_w = self.thresholds.aligned(states)
-            needs = episodes.plan(states, rows, summary,
-                                  episodes.raise_levels(threshold_w[rows], states.appliance[rows], rules), rules)
+            straddling = summary.min_ts_s < watermark_s
+            needs = straddling | episodes.plan(
+                states, rows, summary, episodes.raise_levels(threshold_w[rows], states.appliance[rows], rules), rules)
             episodes.apply_summary(states, rows, summary, needs, outcome)
             if needs.any():
-                keys = [meter_key(h, m) for h, m in zip(summary.house_id[needs], summary.meter[needs].tolist())]
-                readings = meter_readings(series_rows, keys, watermark_s).toPandas()
-                readings["threshold_w"] = threshold_w[states.rows(readings["house_id"], readings["meter"])]
+                readings = meter_readings(series_rows, sorted(set(summary.house_id[needs]))).toPandas()
+                wanted = pd.MultiIndex.from_arrays([summary.house_id[needs], summary.meter[needs]])
+                readings = readings[pd.MultiIndex.from_frame(readings[["house_id", "meter"]]).isin(wanted)]
+                on_time = readings["ts_s"] >= watermark_s
+                late += int((~on_time).sum())
+                readings = readings[on_time]
+                readings = readings.assign(
+                    threshold_w=threshold_w[states.rows(readings["house_id"], readings["meter"])])
                 episodes.apply_readings(states, readings, rules, emit, outcome)
         finally:
             series_rows.unpersist()
