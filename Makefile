@@ -28,7 +28,7 @@ MAVEN_POMS  := infra/maven/pom.xml $(wildcard infra/maven/*/pom.xml)
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "; printf "Smart Meter Watchdog\n\nTargets:\n"} \
 	     /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@printf "\nVariables: DATE=YYYY-MM-DD for batch, PYTEST_ARGS for test; settings in .env (see .env.example)\n"
+	@printf "\nVariables: DATE=YYYY-MM-DD for batch, PYTEST_ARGS for test, SEEDS=1-8 for eval-alerts; settings in .env (see .env.example)\n"
 
 ## ---------------------------------------------------------------- setup
 .PHONY: setup
@@ -117,12 +117,13 @@ houses: init ## Register houses (time zone, zip) from HOUSES=path/to/houses.parq
 .PHONY: stream eval-alerts bench-stream
 STREAM_ARGS ?=
 EVAL_ARGS ?=
+SEEDS ?=
 BENCH_STREAM_ARGS ?=
 stream: init ## Raise overshoot / no-data / new-peak alerts from Kafka into RethinkDB and Cassandra (Ctrl-C stops cleanly)
 	$(SPARK_SUBMIT) streaming/alerts.py $(STREAM_ARGS)
 
-eval-alerts: init ## Alert quality on generated spikes: precision, recall, false alerts per house-day
-	$(PY) -m tools.evaluate_alerts $(EVAL_ARGS)
+eval-alerts: init ## Alert quality on generated spikes: precision, recall, false alerts per house-day (SEEDS=1-8: a row per seed)
+	$(PY) -m tools.evaluate_alerts $(if $(SEEDS),--seeds $(SEEDS)) $(EVAL_ARGS)
 
 bench-stream: init ## Alert job: sustained readings/s and produce-to-changefeed latency p50/p95/p99 at 10k/40k/80k readings/s
 	$(PY) -m tools.bench_stream $(BENCH_STREAM_ARGS)
