@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     spark = spark_builder.session("smw-bench-alerts", settings, conf={
         "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "2",
         "spark.sql.streaming.numRecentProgressUpdates": "10000"})
+    # The table is the output: Spark's and the Cassandra server's notices would cut through it.
+    spark.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
     rules = episodes.Rules(no_data_after_s=3600.0)
     alert_query, batches = alerts.start(spark, settings, rules, trigger_interval=args.trigger)
     print(f"{'offered/s':>10} {'meters':>8} {'sustained/s':>12} {'backlog':>9} {'alerts':>7} "

@@ -261,6 +261,9 @@ class JobRunner:
         self.spark = spark_builder.session(
             "smw-eval-alerts", self.settings.replace(spark_master=args.spark_master or "local[2]"),
             conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"})
+        # The figures are the output: Spark's and the Cassandra server's notices would cut through them.
+        self.spark.sparkContext.setLogLevel("ERROR")
+        logging.getLogger("cassandra").setLevel(logging.ERROR)
 
     def close(self) -> None:
         self.spark.stop()
