@@ -125,7 +125,7 @@ stream: init ## Raise overshoot / no-data / new-peak alerts from Kafka into Reth
 eval-alerts: init ## Alert quality on generated spikes: precision, recall, false alerts per house-day (SEEDS=1-8: a row per seed)
 	$(PY) -m tools.evaluate_alerts $(if $(SEEDS),--seeds $(SEEDS)) $(EVAL_ARGS)
 
-bench-stream: init ## Alert job: sustained readings/s and produce-to-changefeed latency p50/p95/p99 at 10k/40k/80k readings/s
+bench-stream: init ## Alert job: sustained readings/s and produce-to-changefeed latency p50/p95/p99 at 10k/40k/80k/160k readings/s, and the 4x-meters scale test
 	$(PY) -m tools.bench_stream $(BENCH_STREAM_ARGS)
 
 .PHONY: test test-unit
