@@ -30,7 +30,7 @@ log = logging.getLogger("streaming.alerts")
 QUERY_NAME = "alerts"
 QUARANTINE_QUERY_NAME = "alerts-quarantine"
 # The columns the episode rules read; the Python workers get nothing else.
-DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w"]
+DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w", "normal_peak_w"]
 # Alert rows as the detector yields them: an alert's raised fields, the row's order within
 # the batch (`seq`), and a count of out-of-order readings carried on a marker row.
 ALERT_ROW_DDL = alert.spark_ddl("seq bigint, out_of_order bigint")
@@ -41,7 +41,7 @@ ALERT_ROW_COLUMNS = [*alert.RAISED_NAMES, "seq", "out_of_order"]
 
 
 def with_thresholds(reading_rows, threshold_rows):
-    """Readings with `threshold_w` of their meter (null where none is known)."""
+    """Readings with `threshold_w` and `normal_peak_w` of their meter (null where none is known)."""
     from pyspark.sql import functions as F
 
     return reading_rows.join(F.broadcast(threshold_rows), ["house_id", "meter"], "left")
@@ -100,12 +100,12 @@ def _detector(rules: episodes.Rules):
 
 
 def read_thresholds(spark, settings: config.Settings):
-    """(house_id, meter, threshold_w) of the Cassandra thresholds table."""
+    """(house_id, meter, threshold_w, normal_peak_w) of the Cassandra thresholds table."""
     return (
         spark.read.format("org.apache.spark.sql.cassandra")
         .options(keyspace=settings.cassandra_keyspace, table="thresholds")
         .load()
-        .select("house_id", "meter", "threshold_w")
+        .select("house_id", "meter", "threshold_w", "normal_peak_w")
         .where("threshold_w IS NOT NULL")
     )
 

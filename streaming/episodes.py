@@ -8,7 +8,8 @@ meters per second; one Python call per meter would not keep up on two cores.
 
 Rules (all in `Rules`, defaults documented in docs/streaming.md):
 
-* overshoot: an episode opens when power > threshold_w x multiplier for at least
+* overshoot: an episode opens when power > the meter's raise level (`raise_levels`:
+  threshold_w x multiplier, or normal_peak_w x peak_margin where higher) for at least
   `min_readings` consecutive readings or for at least `min_duration_s`; it closes
   after `clear_readings` consecutive readings below threshold_w x clear_multiplier
   (hysteresis); mains meters only if `overshoot_on_mains`. A new episode that would open within `cooldown_s` of the previous
@@ -41,7 +42,9 @@ IDLE, CANDIDATE, OPEN = 0, 1, 2
 class Rules:
     """Parameters of the three alert kinds (each field's help is its command-line help)."""
 
-    multiplier: float = _rule(2.0, "an episode opens above threshold_w x this")
+    multiplier: float = _rule(2.0, "an episode opens above threshold_w x this ...")
+    peak_margin: float = _rule(
+        1.2, "... and above normal_peak_w x this (the highest level the meter holds on several days; 0: ignore it)")
     clear_multiplier: float = _rule(1.0, "it closes below threshold_w x this (hysteresis)")
     min_readings: int = _rule(3, "consecutive readings above the raise level that open an episode")
     min_duration_s: float = _rule(10.0, "...or seconds above the raise level that open it")
@@ -169,12 +172,21 @@ class _Emitter:
         })
 
 
+def raise_levels(threshold_w: np.ndarray, normal_peak_w: np.ndarray, rules: Rules) -> np.ndarray:
+    """Power above which readings count towards opening an episode: twice (`multiplier`) the
+    meter's usual power in use, or above its normal peak by `peak_margin` where that is higher
+    (a fridge that defrosts daily, a dryer's heating phase). NaN where there is no threshold;
+    a NaN peak (none established) leaves threshold_w x multiplier."""
+    return np.where(np.isnan(threshold_w), np.nan,
+                    np.fmax(threshold_w * rules.multiplier, normal_peak_w * rules.peak_margin))
+
+
 def detect(states: MeterStates, batch: pd.DataFrame, watermark_s: float, rules: Rules) -> Outcome:
     """Advance `states` in place with a batch of readings; returns the alert rows to write.
 
     `batch` has columns house_id, meter, appliance, ts_s, power_w, threshold_w (NaN
-    when the meter has no threshold). `watermark_s` is the event-time watermark the
-    batch started with (0 before any).
+    when the meter has no threshold) and normal_peak_w (NaN when none is known).
+    `watermark_s` is the event-time watermark the batch started with (0 before any).
     """
     outcome = Outcome()
     emit = _Emitter(rules, outcome)
@@ -217,7 +229,7 @@ def _apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit
     fresh = ts_s > last_ts_s
     outcome.out_of_order += int(n - fresh.sum())
 
-    raise_w = threshold_w * rules.multiplier
+    raise_w = raise_levels(threshold_w, batch["normal_peak_w"].to_numpy(dtype=np.float64), rules)
     above = fresh & (power_w > raise_w)  # NaN thresholds compare False
     group_above = np.add.reduceat(above.astype(np.int64), starts) > 0
     group_max_w = np.maximum.reduceat(np.where(fresh, power_w, -np.inf), starts)
@@ -241,10 +253,11 @@ def _apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit
         i = rows[k]
         for j in range(starts[k], ends[k]):
             if fresh[j]:
-                _step(states, i, ts_s[j], power_w[j], threshold_w[j], rules, emit)
+                _step(states, i, ts_s[j], power_w[j], threshold_w[j], raise_w[j], rules, emit)
 
 
-def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: float, rules: Rules, emit: _Emitter):
+def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: float, raise_w: float, rules: Rules,
+          emit: _Emitter):
     """One reading of one meter through the state machine."""
     f, g = s.floats, s.ints
     if not math.isnan(f["no_data_start_ts_s"][i]):
@@ -284,7 +297,7 @@ def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: floa
             f["closed_ts_s"][i] = end_ts_s
             emit.overshoot(s, i, end_ts_s)
         return
-    if power_w > threshold_w * rules.multiplier:
+    if power_w > raise_w:
         if phase == IDLE:
             g["phase"][i] = CANDIDATE
             f["cand_start_ts_s"][i] = ts_s

@@ -16,7 +16,7 @@ def gen():
 def test_thresholds_are_the_power_in_use_not_the_standby_draw(gen):
     plan = gen.plans[0]
     source = gen.sources[plan.source]
-    limits = evaluate.thresholds_from_history(gen, plan, range(2), Params())
+    limits = evaluate.levels_from_history(gen, plan, range(2), Params())
     house_days = [gen.house_day(plan, day) for day in range(2)]
     checked = 0
     for index, meter in enumerate(source.meters):
