@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -272,11 +273,18 @@ class JobRunner:
         self.args, self.rules = args, rules
         self.settings = config.from_args(args).replace(cassandra_keyspace=args.namespace,
                                                         rethinkdb_db=args.namespace)
+        # The job's chatter (Spark's WARN log and console progress, warnings of its Python
+        # workers, which inherit this environment, the driver's schema notices) would cut
+        # through the progress bars: the figures are this tool's output.
+        os.environ.setdefault("SPARK_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        logging.getLogger("cassandra").setLevel(logging.ERROR)
         init.create_cassandra(self.settings)
         init.create_rethinkdb(self.settings)
         self.spark = spark_builder.session(
             "smw-eval-alerts", self.settings.replace(spark_master=args.spark_master or "local[2]"),
-            conf={"spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"})
+            conf={"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
+                  "spark.sql.shuffle.partitions": "4"})
 
     def close(self) -> None:
         self.spark.stop()
