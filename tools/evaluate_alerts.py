@@ -506,6 +506,10 @@ def main(argv: list[str] | None = None) -> int:
                 result.update(seed=seed, readings=scenario.readings, elapsed_s=time.perf_counter() - t0,
                               kinds=dict(Counter(a["kind"] for a in found)), **timing)
                 rows.append(result)
+                # A seed's row as soon as it is known: a long sweep that stops early still tells something.
+                tqdm.write(f"seed {seed}: {result['spikes_found']} of {result['spikes']} spikes found, precision "
+                           f"{result['precision']:.3f}, recall {result['recall']:.3f}, "
+                           f"{result['false_alerts_per_house_day']:.3f} false alerts per house-day")
         finally:
             if runner is not None:
                 runner.close()
