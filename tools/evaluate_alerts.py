@@ -43,6 +43,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -386,11 +387,10 @@ def parse_seeds(text: str) -> list[int]:
     """'1-8,11,13' -> [1, ..., 8, 11, 13]."""
     seeds = []
     for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        try:
-            low, high = int(first), int(last or first)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"seeds are numbers and ranges like 1-8,11, got {text!r}") from None
+        bounds = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", part)
+        if not bounds:
+            raise argparse.ArgumentTypeError(f"seeds are numbers and ranges like 1-8,11, got {text!r}")
+        low, high = int(bounds[1]), int(bounds[2] or bounds[1])
         if high < low:
             raise argparse.ArgumentTypeError(f"empty seed range {part!r}")
         seeds += [s for s in range(low, high + 1) if s not in seeds]
