@@ -1,8 +1,10 @@
 """Energy and threshold maths for one meter's readings, in numpy.
 
 These functions are the core of the nightly Spark job (run once per (house,
-meter) in the Python workers, see `batch.nightly.partition_stats`), kept free of
-Spark so that they are easy to test and to reason about.
+meter) in the Python workers, see `batch.nightly.partition_stats`; the fleet step
+once per appliance, see `batch.nightly.judge_appliance`), kept free of Spark so
+that they are easy to test and to reason about, and shared with the alert
+evaluation (`tools.evaluate_alerts`).
 
 Energy is the left Riemann sum E = Σ P_i · dt_i with dt_i = t_(i+1) − t_i capped at
 the meter's maximum sample period: a gap longer than the cap counts the reading
@@ -12,6 +14,12 @@ interval crossing the house's midnight is shared between the two days, and a DST
 change day has 23 or 25 hours. Duplicate timestamps are merged into one reading at
 their mean power. The last reading of the loaded range has no successor and covers
 nothing.
+
+Thresholds describe what a meter normally does over its window: its usual power in
+use (`quantile_threshold`), the highest level it holds on several days
+(`meter_levels`), and, where its own window says too little, what meters of the same
+appliance do across the fleet (`fleet_prior`, `judged_levels`). docs/batch.md gives
+the reasoning and the alternatives measured.
 """
 from __future__ import annotations
 
