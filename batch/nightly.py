@@ -38,13 +38,19 @@ class Params:
 
     mains_cap_s: float = config.option(30.0, "max sample period of mains, seconds")
     circuit_cap_s: float = config.option(50.0, "max sample period of circuits, seconds")
-    quantile: float = config.option(0.97, "threshold quantile")
+    quantile: float = config.option(
+        0.9, "threshold quantile of a meter's readings above its off level: its usual power in use")
     off_level_w: float = config.option(10.0, "readings at or below this power are 'off' and excluded from thresholds")
     standby_ratio: float = config.option(
         2.0, "the off level rises to this x a meter's median power when readings exceed that, so a standby draw "
              "above --off-level-w is excluded too; 0 disables")
     window_days: int = config.option(30, "threshold window in days")
-    min_hour_samples: int = config.option(30, "readings above the off level an hour of day needs for its profile")
+    peak_days: int = config.option(
+        2, "a meter's normal peak is the highest level it reaches on at least this many local days of the window")
+    peak_readings: int = config.option(
+        3, "consecutive readings a level must be held for to count as reached (the alert rules' --min-readings)")
+    fleet_min_meters: int = config.option(
+        2, "meters of one appliance, on in their window, the fleet needs before its medians stand in for a meter")
     default_tz: str = config.option("America/New_York", "time zone of houses without metadata")
 
     def __post_init__(self):
@@ -55,11 +61,15 @@ class Params:
             raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
         if self.standby_ratio < 0:
             raise ValueError(f"standby ratio must be >= 0, got {self.standby_ratio}")
+        for name in ("window_days", "peak_days", "peak_readings", "fleet_min_meters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         ZoneInfo(self.default_tz)  # fails early on a typo
 
 
 # The Params a nightly run takes from its command line (--zone sets default_tz).
-CLI_PARAMS = ("mains_cap_s", "circuit_cap_s", "quantile", "off_level_w", "standby_ratio", "window_days")
+CLI_PARAMS = ("mains_cap_s", "circuit_cap_s", "quantile", "off_level_w", "standby_ratio", "window_days", "peak_days",
+              "peak_readings", "fleet_min_meters")
 
 
 # -- transforms ----------------------------------------------------------------------
@@ -67,16 +77,15 @@ CLI_PARAMS = ("mains_cap_s", "circuit_cap_s", "quantile", "off_level_w", "standb
 
 def stats_schema():
     """The Spark schema of the per-meter pass's output: hour rows (day set) and one row per
-    meter (day null) with its threshold, hour-of-day profile, label and appliance."""
-    from pyspark.sql.types import (ArrayType, DateType, DoubleType, IntegerType, LongType, StringType, StructField,
-                                   StructType)
+    meter (day null) with its threshold, peak levels (`energy.MeterLevels`), label and appliance."""
+    from pyspark.sql.types import DateType, DoubleType, IntegerType, LongType, StringType, StructField, StructType
 
     text, double, count = StringType(), DoubleType(), LongType()
     return StructType([StructField(name, kind) for name, kind in (
         ("house_id", text), ("meter", IntegerType()), ("day", DateType()), ("hour_start_s", double),
         ("energy_j", double), ("covered_s", double), ("samples", count), ("min_w", double), ("max_w", double),
-        ("threshold_w", double), ("threshold_samples", count), ("hourly", ArrayType(double)), ("label", text),
-        ("appliance", text),
+        ("threshold_w", double), ("threshold_samples", count), ("peak_w", double), ("top_w", double),
+        ("label", text), ("appliance", text),
     )])
 
 
@@ -91,7 +100,7 @@ def meter_rows(house_id: str, meter: int, label: str | None, appliance: str | No
                power_w: np.ndarray, is_mains: bool, house_tz: dict[str, str], params: Params,
                energy_days: tuple[dt.date, dt.date], threshold_days: tuple[dt.date, dt.date]) -> pd.DataFrame:
     """One meter's rows of the per-meter pass: its hours within `energy_days`, then its threshold
-    row, which also carries the meter's label and appliance."""
+    row (`energy.meter_levels` over `threshold_days`), which also carries the meter's label and appliance."""
     tz = house_tz.get(house_id, params.default_tz)
     cap_s = params.mains_cap_s if is_mains else params.circuit_cap_s
     hours = energy.hourly_pieces(ts_s, power_w, cap_s, tz)
@@ -101,15 +110,14 @@ def meter_rows(house_id: str, meter: int, label: str | None, appliance: str | No
     epoch = dt.date(1970, 1, 1)
     local_day = np.floor(energy.local_seconds(ts_s, tz) / 86400.0)
     in_window = (local_day >= (threshold_days[0] - epoch).days) & (local_day <= (threshold_days[1] - epoch).days)
-    threshold_w, samples, profile = energy.quantile_thresholds(
-        ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w, params.min_hour_samples,
-        params.standby_ratio,
-    )
+    levels = energy.meter_levels(ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w,
+                                 params.standby_ratio, params.peak_readings, params.peak_days)
     threshold_row = pd.DataFrame({"house_id": [house_id], "meter": [meter], "day": [None],
-                                  "threshold_w": [threshold_w], "threshold_samples": [samples], "hourly": [profile],
-                                  "label": [label], "appliance": [appliance]})
-    hour_rows = hours[HOUR_COLUMNS].assign(threshold_w=np.nan, threshold_samples=0, hourly=None, label=None,
-                                           appliance=None)
+                                  "threshold_w": [levels.threshold_w], "threshold_samples": [levels.samples],
+                                  "peak_w": [levels.peak_w], "top_w": [levels.top_w], "label": [label],
+                                  "appliance": [appliance]})
+    hour_rows = hours[HOUR_COLUMNS].assign(threshold_w=np.nan, threshold_samples=0, peak_w=np.nan, top_w=np.nan,
+                                           label=None, appliance=None)
     return pd.concat([hour_rows, threshold_row], ignore_index=True)
 
 
@@ -290,22 +298,46 @@ def zip_energy(totals, houses_df):
     )
 
 
+# The meters of one appliance, as `judge_appliance` gets and returns them.
+FLEET_INPUT = ["house_id", "meter", "appliance", "threshold_w", "threshold_samples", "peak_w", "top_w"]
+FLEET_OUTPUT_DDL = ("house_id string, meter int, appliance string, threshold_w double, samples bigint, "
+                    "normal_peak_w double, fleet_meters int")
+
+
+def judge_appliance(meters: pd.DataFrame, min_meters: int) -> pd.DataFrame:
+    """All meters of one appliance across the fleet -> the levels the alert rules judge each by
+    (`energy.fleet_prior`, `energy.judged_levels`). Meters without an appliance get no fleet prior."""
+    appliance = meters["appliance"].iloc[0]
+    samples = meters["threshold_samples"].to_numpy()
+    peak_w, top_w = meters["peak_w"].to_numpy(dtype=np.float64), meters["top_w"].to_numpy(dtype=np.float64)
+    prior = (energy.fleet_prior(meters["threshold_w"].to_numpy(), samples, peak_w, min_meters)
+             if isinstance(appliance, str) else None)
+    threshold_w, normal_peak_w, fleet_meters = energy.judged_levels(meters["threshold_w"].to_numpy(), samples,
+                                                                    peak_w, top_w, prior)
+    return pd.DataFrame({"house_id": meters["house_id"], "meter": meters["meter"], "appliance": meters["appliance"],
+                         "threshold_w": threshold_w, "samples": samples, "normal_peak_w": normal_peak_w,
+                         "fleet_meters": fleet_meters.astype(np.int32)})
+
+
 def thresholds(stats, params: Params, computed_at: dt.datetime):
-    """Rows of the thresholds table from the threshold rows of `meter_stats`."""
+    """Rows of the thresholds table from the threshold rows of `meter_stats`.
+
+    What a meter's own window does not show is taken from the meters of the same appliance
+    across the fleet, so the meters are grouped by appliance (`judge_appliance`): a meter
+    never on gets the fleet's medians, a level seen on one day only counts up to the fleet's
+    normal peak.
+    """
+    from functools import partial
+
     from pyspark.sql import functions as F
 
-    hours = F.sequence(F.lit(0), F.lit(23))
-    # Hours without enough readings come back as NaN or null (Arrow turns NaN into null).
-    profile = F.map_from_entries(F.filter(
-        F.transform(hours, lambda h: F.struct(h.alias("hour"), F.col("hourly")[h].alias("w"))),
-        lambda e: e["w"].isNotNull() & ~F.isnan(e["w"]),
-    ))
-    profile = F.when(F.size(profile) > 0, profile)
-    # Meters never on in the window have threshold_w = the off level and 0 samples; NaN = no readings.
+    # Meters without readings in the window have a NaN (or, through Arrow, null) threshold: no row.
     rows = stats.where(F.col("day").isNull() & F.col("threshold_w").isNotNull() & ~F.isnan("threshold_w"))
-    return rows.select(
-        "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"),
-        "threshold_w", profile.alias("hourly_threshold_w"), F.col("threshold_samples").alias("samples"),
+    judged = rows.select(*FLEET_INPUT).groupBy("appliance").applyInPandas(
+        partial(judge_appliance, min_meters=params.fleet_min_meters), FLEET_OUTPUT_DDL)
+    return judged.select(
+        "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"), "threshold_w", "samples",
+        "normal_peak_w", "fleet_meters", F.lit(params.peak_days).alias("peak_days"),
         F.lit(params.window_days).alias("window_days"), F.lit(computed_at).cast("timestamp").alias("computed_at"),
     )
 

@@ -1,8 +1,10 @@
 """Energy and threshold maths for one meter's readings, in numpy.
 
 These functions are the core of the nightly Spark job (run once per (house,
-meter) in the Python workers, see `batch.nightly.partition_stats`), kept free of
-Spark so that they are easy to test and to reason about.
+meter) in the Python workers, see `batch.nightly.partition_stats`; the fleet step
+once per appliance, see `batch.nightly.judge_appliance`), kept free of Spark so
+that they are easy to test and to reason about, and shared with the alert
+evaluation (`tools.evaluate_alerts`).
 
 Energy is the left Riemann sum E = Σ P_i · dt_i with dt_i = t_(i+1) − t_i capped at
 the meter's maximum sample period: a gap longer than the cap counts the reading
@@ -12,8 +14,16 @@ interval crossing the house's midnight is shared between the two days, and a DST
 change day has 23 or 25 hours. Duplicate timestamps are merged into one reading at
 their mean power. The last reading of the loaded range has no successor and covers
 nothing.
+
+Thresholds describe what a meter normally does over its window: its usual power in
+use (`quantile_threshold`), the highest level it holds on several days
+(`meter_levels`), and, where its own window says too little, what meters of the same
+appliance do across the fleet (`fleet_prior`, `judged_levels`). docs/batch.md gives
+the reasoning and the alternatives measured.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -133,30 +143,126 @@ def off_level(power_w: np.ndarray, off_level_w: float, standby_ratio: float) -> 
     return standby_w if standby_w > off_level_w and float(power.max()) > standby_w else float(off_level_w)
 
 
-def quantile_thresholds(ts_s: np.ndarray, power_w: np.ndarray, tz: str, quantile: float, off_level_w: float,
-                        min_hour_samples: int, standby_ratio: float = 0.0) -> tuple[float, int, list[float]]:
-    """(threshold_w, samples, hourly profile) of one meter.
+def quantile_threshold(power_w: np.ndarray, quantile: float, off_level_w: float,
+                       standby_ratio: float = 0.0) -> tuple[float, int]:
+    """(threshold_w, samples): the meter's usual power in use, and the readings it rests on.
 
     Readings at or below the off level (`off_level()`) are excluded, or the threshold
     of a mostly idle appliance would collapse to its standby draw. The quantile is
     exact (linear interpolation between order statistics, as numpy, DuckDB's
-    quantile_cont and Spark's percentile). The profile holds the same quantile per
-    local hour of day (0..23), NaN for hours with fewer than `min_hour_samples`
-    readings above the off level. A meter with readings but none above the off level
-    (never switched on in the window) gets `off_level_w` itself with 0 samples: any
-    use of it is unusual. Without readings the threshold is NaN.
+    quantile_cont and Spark's percentile). A meter with readings but none above the
+    off level (never switched on in the window) gets `off_level_w` itself with 0
+    samples. Without readings the threshold is NaN.
     """
     power = np.asarray(power_w, dtype=np.float64)
     if len(power) == 0:
-        return float("nan"), 0, [float("nan")] * 24
-    on = power > off_level(power, off_level_w, standby_ratio)
-    values = power[on]
+        return float("nan"), 0
+    values = power[power > off_level(power, off_level_w, standby_ratio)]
     if len(values) == 0:
-        return float(off_level_w), 0, [float("nan")] * 24
-    threshold = float(np.quantile(values, quantile))
-    hour_of_day = (np.floor(local_seconds(np.asarray(ts_s, dtype=np.float64)[on], tz) / HOUR_S) % 24).astype(int)
-    profile = []
-    for hour in range(24):
-        in_hour = values[hour_of_day == hour]
-        profile.append(float(np.quantile(in_hour, quantile)) if len(in_hour) >= min_hour_samples else float("nan"))
-    return threshold, int(len(values)), profile
+        return float(off_level_w), 0
+    return float(np.quantile(values, quantile)), int(len(values))
+
+
+def held_levels_by_day(ts_s: np.ndarray, power_w: np.ndarray, tz: str, run_readings: int) -> np.ndarray:
+    """Per local day, the highest power the meter held for `run_readings` consecutive readings, highest first.
+
+    The level of a run is its lowest reading: every reading of the run is at or above it,
+    which is what the alert rules ask of the readings that open an episode. A run belongs
+    to the local day of its last reading (when the rules would count it). Duplicate
+    timestamps are merged into their mean first; days without a whole run are absent.
+    """
+    if run_readings < 1:
+        raise ValueError(f"a run is at least one reading, got {run_readings}")
+    ts, power = merge_duplicates(np.asarray(ts_s, dtype=np.float64), np.asarray(power_w, dtype=np.float64))
+    if len(power) < run_readings:
+        return np.empty(0)
+    held_w = np.lib.stride_tricks.sliding_window_view(power, run_readings).min(axis=1)
+    day_number = np.floor(local_seconds(ts[run_readings - 1:], tz) / 86400.0).astype(np.int64)
+    days, day_index = np.unique(day_number, return_inverse=True)
+    daily_w = np.full(len(days), -np.inf)
+    np.maximum.at(daily_w, day_index, held_w)
+    return np.sort(daily_w)[::-1]
+
+
+@dataclass(frozen=True)
+class MeterLevels:
+    """What one meter did over its threshold window (see `meter_levels`)."""
+
+    threshold_w: float  # quantile of its readings above the off level
+    samples: int  # readings above the off level
+    peak_w: float  # highest level held on at least `peak_days` local days; NaN if not above the off level
+    top_w: float  # highest level held on any one day; NaN if not above the off level
+
+
+def meter_levels(ts_s: np.ndarray, power_w: np.ndarray, tz: str, quantile: float, off_level_w: float,
+                 standby_ratio: float, run_readings: int, peak_days: int) -> MeterLevels:
+    """A meter's usual power in use (`quantile_threshold`) and the levels of its repertoire.
+
+    The repertoire comes from `held_levels_by_day`: `peak_w` is the `peak_days`-th highest
+    daily level, the highest level the meter reached on at least that many different days
+    (a fridge's defrost, a dryer's heating phase, two kitchen loads at once on several
+    days); `top_w` is the highest level of any day (a level seen once). Either is NaN when
+    it is not above the meter's off level: a meter that was not switched on on enough days
+    has no peak of its own.
+    """
+    power = np.asarray(power_w, dtype=np.float64)
+    threshold_w, samples = quantile_threshold(power, quantile, off_level_w, standby_ratio)
+    if not len(power):
+        return MeterLevels(threshold_w, samples, float("nan"), float("nan"))
+    off_w = off_level(power, off_level_w, standby_ratio)
+    daily_w = held_levels_by_day(ts_s, power, tz, run_readings)
+
+    def above_off(rank: int) -> float:
+        return float(daily_w[rank]) if len(daily_w) > rank and daily_w[rank] > off_w else float("nan")
+
+    return MeterLevels(threshold_w, samples, above_off(peak_days - 1), above_off(0))
+
+
+@dataclass(frozen=True)
+class FleetPrior:
+    """What the meters of one appliance do across the fleet (see `fleet_prior`)."""
+
+    threshold_w: float
+    peak_w: float
+    meters: int
+
+
+def fleet_prior(threshold_w: np.ndarray, samples: np.ndarray, peak_w: np.ndarray,
+                min_meters: int) -> FleetPrior | None:
+    """The medians of `threshold_w` and of the established `peak_w` (NaN: none) over the meters of
+    one appliance that were on in their window (samples > 0); None with fewer than `min_meters`
+    such meters (too few to say what the appliance does)."""
+    on = np.asarray(samples) > 0
+    if int(on.sum()) < max(min_meters, 1):
+        return None
+    peaks = np.asarray(peak_w, dtype=np.float64)[on]
+    peaks = peaks[~np.isnan(peaks)]
+    return FleetPrior(float(np.median(np.asarray(threshold_w, dtype=np.float64)[on])),
+                      float(np.median(peaks)) if len(peaks) else float("nan"), int(on.sum()))
+
+
+def judged_levels(threshold_w: np.ndarray, samples: np.ndarray, peak_w: np.ndarray, top_w: np.ndarray,
+                  prior: FleetPrior | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(threshold_w, normal_peak_w, fleet_meters) the alert rules judge meters of one appliance by.
+
+    Normal is what a meter does on several days of its window (`peak_w`). Two gaps are filled
+    from what the same appliance does across the fleet (`prior`), and `fleet_meters` (else 0)
+    says where:
+    - a meter never on in its window (samples 0: an outdoor outlet unused for a month) takes
+      the fleet's threshold and peak instead of its off level, so its first use is judged as
+      a use of that appliance;
+    - a level seen on a single day of the window (`top_w` above `peak_w`) counts as normal up
+      to the fleet's peak: a fridge that defrosted once in a week defrosts, while a one-off
+      far above what the appliance normally reaches stays abnormal.
+    """
+    threshold_w = np.asarray(threshold_w, dtype=np.float64)
+    peak_w = np.asarray(peak_w, dtype=np.float64)
+    none = np.zeros(len(threshold_w), dtype=np.int64)
+    if prior is None:
+        return threshold_w, peak_w, none
+    # np.minimum keeps NaN (no fleet peak, or no top level), and fmax then keeps the meter's own peak.
+    normal_peak_w = np.fmax(peak_w, np.minimum(np.asarray(top_w, dtype=np.float64), prior.peak_w))
+    never_on = np.asarray(samples) == 0
+    from_fleet = never_on | (normal_peak_w > np.nan_to_num(peak_w, nan=-np.inf))
+    return (np.where(never_on, prior.threshold_w, threshold_w), np.where(never_on, prior.peak_w, normal_peak_w),
+            np.where(from_fleet, prior.meters, none))

@@ -98,8 +98,8 @@ def meter_readings(series_rows, house_ids: list[str]):
 
 
 class Thresholds:
-    """Each meter's threshold from the Cassandra `thresholds` table, kept in the driver beside
-    the meter rows (`aligned`).
+    """Each meter's threshold_w and normal_peak_w from the Cassandra `thresholds` table, kept in
+    the driver beside the meter rows (`aligned`).
 
     A background thread re-reads the table every `refresh_s`; a batch picks the new rows up
     when it starts, so a change applies within one refresh interval, without a restart.
@@ -113,16 +113,18 @@ class Thresholds:
         self._thread: threading.Thread | None = None
         self._fresh: dict | None = None
         self._by_meter = self.read()
-        self._aligned = np.empty(0)
+        self._aligned = np.empty((0, 2))
 
-    def read(self) -> dict[tuple[str, int], float]:
-        """{(house_id, meter): threshold_w} of every meter with a threshold."""
+    def read(self) -> dict[tuple[str, int], tuple[float, float]]:
+        """{(house_id, meter): (threshold_w, normal_peak_w)} of every meter with a threshold
+        (normal_peak_w NaN where none is known)."""
         from smw import cql
 
         handle, session = cql.connect(self.settings)
         try:
-            rows = session.execute("SELECT house_id, meter, threshold_w FROM thresholds")
-            found = {(r.house_id, r.meter): r.threshold_w for r in rows if r.threshold_w is not None}
+            rows = session.execute("SELECT house_id, meter, threshold_w, normal_peak_w FROM thresholds")
+            found = {(r.house_id, r.meter): (r.threshold_w, np.nan if r.normal_peak_w is None else r.normal_peak_w)
+                     for r in rows if r.threshold_w is not None}
         finally:
             handle.shutdown()
         log.info("thresholds loaded: %d meters", len(found))
@@ -145,18 +147,19 @@ class Thresholds:
     def stop(self) -> None:
         self._stop.set()
 
-    def aligned(self, states: episodes.MeterStates) -> np.ndarray:
-        """threshold_w per row of `states` (NaN where none), with the newest thresholds read."""
+    def aligned(self, states: episodes.MeterStates) -> tuple[np.ndarray, np.ndarray]:
+        """(threshold_w, normal_peak_w) per row of `states` (NaN where none), with the newest
+        thresholds read."""
         with self._lock:
             fresh, self._fresh = self._fresh, None
         if fresh is not None:
-            self._by_meter, self._aligned = fresh, np.empty(0)
+            self._by_meter, self._aligned = fresh, np.empty((0, 2))
         known = len(self._aligned)
         if known < len(states):
-            added = [self._by_meter.get((h, int(m)), np.nan)
+            added = [self._by_meter.get((h, int(m)), (np.nan, np.nan))
                      for h, m in zip(states.house_id[known:], states.meter[known:])]
-            self._aligned = np.concatenate([self._aligned, np.asarray(added, dtype=np.float64)])
-        return self._aligned
+            self._aligned = np.concatenate([self._aligned, np.asarray(added, dtype=np.float64).reshape(-1, 2)])
+        return self._aligned[:, 0], self._aligned[:, 1]
 
 
 # -- the micro-batch --------------------------------------------------------------
@@ -217,10 +220,10 @@ class AlertBatches:
             found = found[~behind]
             summary = episodes.Summary.from_frame(found)
             rows = states.rows(summary.house_id, summary.meter, summary.appliance)
-            threshold_w = self.thresholds.aligned(states)
+            threshold_w, normal_peak_w = self.thresholds.aligned(states)
             straddling = summary.min_ts_s < watermark_s
-            needs = straddling | episodes.plan(
-                states, rows, summary, episodes.raise_levels(threshold_w[rows], states.appliance[rows], rules), rules)
+            raise_w = episodes.raise_levels(threshold_w[rows], normal_peak_w[rows], states.appliance[rows], rules)
+            needs = straddling | episodes.plan(states, rows, summary, raise_w, rules)
             episodes.apply_summary(states, rows, summary, needs, outcome)
             if needs.any():
                 readings = meter_readings(series_rows, sorted(set(summary.house_id[needs]))).toPandas()
@@ -229,8 +232,9 @@ class AlertBatches:
                 on_time = readings["ts_s"] >= watermark_s
                 late += int((~on_time).sum())
                 readings = readings[on_time]
-                readings = readings.assign(
-                    threshold_w=threshold_w[states.rows(readings["house_id"], readings["meter"])])
+                reading_rows = states.rows(readings["house_id"], readings["meter"])
+                readings = readings.assign(threshold_w=threshold_w[reading_rows],
+                                           normal_peak_w=normal_peak_w[reading_rows])
                 episodes.apply_readings(states, readings, rules, emit, outcome)
         finally:
             series_rows.unpersist()

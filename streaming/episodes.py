@@ -8,7 +8,8 @@ meters per second; one Python call per meter would not keep up on two cores.
 
 Rules (all in `Rules`, defaults documented in docs/streaming.md):
 
-* overshoot: an episode opens when power > threshold_w x multiplier for at least
+* overshoot: an episode opens when power > the meter's raise level (`raise_levels`:
+  threshold_w x multiplier, or normal_peak_w x peak_margin where higher) for at least
   `min_readings` consecutive readings or for at least `min_duration_s`; it closes
   after `clear_readings` consecutive readings below threshold_w x clear_multiplier
   (hysteresis); mains meters only if `overshoot_on_mains`. A new episode that would open within `cooldown_s` of the previous
@@ -41,7 +42,9 @@ IDLE, CANDIDATE, OPEN = 0, 1, 2
 class Rules:
     """Parameters of the three alert kinds (each field's help is its command-line help)."""
 
-    multiplier: float = _rule(2.0, "an episode opens above threshold_w x this")
+    multiplier: float = _rule(2.0, "an episode opens above threshold_w x this ...")
+    peak_margin: float = _rule(
+        1.2, "... and above normal_peak_w x this (the highest level the meter holds on several days; 0: ignore it)")
     clear_multiplier: float = _rule(1.0, "it closes below threshold_w x this (hysteresis)")
     min_readings: int = _rule(3, "consecutive readings above the raise level that open an episode")
     min_duration_s: float = _rule(10.0, "...or seconds above the raise level that open it")
@@ -284,9 +287,19 @@ def summarise(batch: pd.DataFrame) -> Summary:
         "min_ts_s": batch["ts_s"], "max_ts_s": batch["ts_s"], "max_w": batch["power_w"]}))
 
 
-def raise_levels(threshold_w: np.ndarray, appliance: np.ndarray, rules: Rules) -> np.ndarray:
-    """The power above which a reading counts towards an overshoot, per meter (NaN: never)."""
-    raise_w = np.asarray(threshold_w, dtype=np.float64) * rules.multiplier
+def raise_levels(threshold_w: np.ndarray, normal_peak_w: np.ndarray, appliance: np.ndarray, rules: Rules
+                 ) -> np.ndarray:
+    """The power above which a reading counts towards an overshoot, per meter (NaN: never).
+
+    Twice (`multiplier`) the meter's usual power in use, or above its normal peak by
+    `peak_margin` where that is higher (a fridge that defrosts daily, a dryer's heating
+    phase). NaN where there is no threshold; a NaN peak (none established) leaves
+    threshold_w x multiplier. Mains meters get NaN unless `overshoot_on_mains`.
+    """
+    threshold_w = np.asarray(threshold_w, dtype=np.float64)
+    raise_w = np.where(np.isnan(threshold_w), np.nan,
+                       np.fmax(threshold_w * rules.multiplier,
+                               np.asarray(normal_peak_w, dtype=np.float64) * rules.peak_margin))
     if not rules.overshoot_on_mains:
         # Mains carry every circuit's episodes (and new_peak covers the house as a whole).
         raise_w = np.where(np.asarray(appliance, dtype=object) == MAINS, np.nan, raise_w)
@@ -336,7 +349,8 @@ def apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit:
     """Readings of the meters that need them, one by one through the state machine.
 
     `batch` holds every reading of those meters in the micro-batch (house_id, meter,
-    ts_s, power_w, threshold_w); readings at or before a meter's last one carry no news.
+    ts_s, power_w, threshold_w, normal_peak_w); readings at or before a meter's last one
+    carry no news.
     """
     if not len(batch):
         return
@@ -345,27 +359,29 @@ def apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit:
     meter = batch["meter"].to_numpy(dtype=np.int64)
     ts_s = batch["ts_s"].to_numpy(dtype=np.float64)
     power_w = batch["power_w"].to_numpy(dtype=np.float64)
-    threshold_w = batch["threshold_w"].to_numpy(dtype=np.float64)
     starts = np.flatnonzero(np.r_[True, (house[1:] != house[:-1]) | (meter[1:] != meter[:-1])])
     ends = np.r_[starts[1:], len(ts_s)]
     rows = states.rows(house[starts], meter[starts])
-    if not rules.overshoot_on_mains:
-        threshold_w = np.where(np.repeat(states.appliance[rows] == MAINS, ends - starts), np.nan, threshold_w)
+    threshold_w = batch["threshold_w"].to_numpy(dtype=np.float64)
+    raise_w = raise_levels(threshold_w, batch["normal_peak_w"].to_numpy(dtype=np.float64),
+                           np.repeat(states.appliance[rows], ends - starts), rules)
+    # Without a raise level (no threshold, or mains not judged) nothing opens or clears.
+    threshold_w = np.where(np.isnan(raise_w), np.nan, threshold_w)
     last_ts_s = np.repeat(np.nan_to_num(states.floats["last_ts_s"][rows], nan=-np.inf), ends - starts)
     fresh = ts_s > last_ts_s
     outcome.out_of_order += int(len(ts_s) - fresh.sum())
     for k, i in enumerate(rows):
         for j in range(starts[k], ends[k]):
             if fresh[j]:
-                _step(states, i, ts_s[j], power_w[j], threshold_w[j], rules, emit)
+                _step(states, i, ts_s[j], power_w[j], threshold_w[j], raise_w[j], rules, emit)
 
 
 def detect(states: MeterStates, batch: pd.DataFrame, watermark_s: float, rules: Rules) -> Outcome:
     """Advance `states` in place with a batch of readings; returns the alert rows to write.
 
     `batch` has columns house_id, meter, appliance, ts_s, power_w, threshold_w (NaN
-    when the meter has no threshold). `watermark_s` is the event-time watermark the
-    batch started with (0 before any). This is the rules over every reading in memory:
+    when the meter has no threshold) and normal_peak_w (NaN when none is known).
+    `watermark_s` is the event-time watermark the batch started with (0 before any). This is the rules over every reading in memory:
     the alert job runs the same steps, `plan`, `apply_summary` and `apply_readings`, on a
     summary computed in the JVM and on the readings of the meters that need them only.
     """
@@ -374,9 +390,11 @@ def detect(states: MeterStates, batch: pd.DataFrame, watermark_s: float, rules: 
     if len(batch):
         summary = summarise(batch)
         rows = states.rows(summary.house_id, summary.meter, summary.appliance)
-        thresholds = batch.groupby(["house_id", "meter"], sort=False)["threshold_w"].max()
-        meter_threshold_w = thresholds.reindex(pd.MultiIndex.from_arrays([summary.house_id, summary.meter])).to_numpy()
-        needs = plan(states, rows, summary, raise_levels(meter_threshold_w, states.appliance[rows], rules), rules)
+        limits = (batch.groupby(["house_id", "meter"], sort=False)[["threshold_w", "normal_peak_w"]].max()
+                  .reindex(pd.MultiIndex.from_arrays([summary.house_id, summary.meter])))
+        raise_w = raise_levels(limits["threshold_w"].to_numpy(dtype=np.float64),
+                               limits["normal_peak_w"].to_numpy(dtype=np.float64), states.appliance[rows], rules)
+        needs = plan(states, rows, summary, raise_w, rules)
         apply_summary(states, rows, summary, needs, outcome)
         wanted = set(zip(summary.house_id[needs], summary.meter[needs].tolist()))
         keep = [(h, m) in wanted for h, m in zip(batch["house_id"], batch["meter"].tolist())]
@@ -396,7 +414,8 @@ def next_no_data_deadline(states: MeterStates, rules: Rules) -> float:
     return float(np.min(states.floats["last_ts_s"][eligible])) + rules.no_data_after_s
 
 
-def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: float, rules: Rules, emit: _Emitter):
+def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: float, raise_w: float, rules: Rules,
+          emit: _Emitter):
     """One reading of one meter through the state machine."""
     f, g = s.floats, s.ints
     if not math.isnan(f["no_data_start_ts_s"][i]):
@@ -436,7 +455,7 @@ def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: floa
             f["closed_ts_s"][i] = end_ts_s
             emit.overshoot(s, i, end_ts_s)
         return
-    if power_w > threshold_w * rules.multiplier:
+    if power_w > raise_w:
         if phase == IDLE:
             g["phase"][i] = CANDIDATE
             f["cand_start_ts_s"][i] = ts_s

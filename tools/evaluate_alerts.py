@@ -6,8 +6,9 @@ For each seed (`--seed N`, or a sweep with `--seeds 1-8,11`):
 
 1. Generates derived houses (datasets.generator). The first `--history-days` days
    are generated without spikes and give each (house, meter) its thresholds with the
-   nightly job's own maths (`smw.energy.quantile_thresholds`, the nightly defaults of
-   quantile, off level and standby ratio unless overridden).
+   nightly job's own maths (`smw.energy.meter_levels` per meter, then `fleet_prior` and
+   `judged_levels` per appliance across the generated houses; the nightly defaults
+   unless overridden).
 2. The next `--days` days are replayed: half of the houses with injected spikes (the
    scenario), the other half spike-free (base readings are identical with or without
    spikes). Houses live in different time zones, so their days start and end at
@@ -41,6 +42,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
+import re
 import sys
 import tempfile
 import time
@@ -71,24 +74,37 @@ class Threshold:
 
     threshold_w: float
     samples: int
+    normal_peak_w: float
+    fleet_meters: int
 
 
-def thresholds_from_history(gen: generator.Generator, plan: generator.HousePlan, days: range,
-                            params: Params) -> dict[int, Threshold]:
-    """{meter: Threshold} of a house over spike-free days, with the nightly job's maths."""
+def levels_from_history(gen: generator.Generator, plan: generator.HousePlan, days: range,
+                        params: Params) -> dict[int, energy.MeterLevels]:
+    """{meter: MeterLevels} of a house over spike-free days, with the nightly job's per-meter maths."""
     source = gen.sources[plan.source]
     house_days = [gen.house_day(plan, day) for day in days]
     ts_s = np.concatenate([hd.ts_s for hd in house_days])
     power_w = np.concatenate([hd.power_w for hd in house_days]).astype(np.float64)
     channel = np.concatenate([hd.channel for hd in house_days])
+    return {int(source.meters[index]): energy.meter_levels(
+        ts_s[channel == index], power_w[channel == index], plan.tz, params.quantile, params.off_level_w,
+        params.standby_ratio, params.peak_readings, params.peak_days) for index in np.unique(channel)}
+
+
+def thresholds_of_fleet(levels: dict[tuple[str, int], energy.MeterLevels], appliances: dict[tuple[str, int], str],
+                        params: Params) -> dict[tuple[str, int], Threshold]:
+    """{(house_id, meter): Threshold} of every meter with readings, the fleet being these houses:
+    meters grouped by appliance as the nightly job groups them (`batch.nightly.judge_appliance`)."""
     result = {}
-    for index in np.unique(channel):
-        mine = channel == index
-        threshold_w, samples, _ = energy.quantile_thresholds(
-            ts_s[mine], power_w[mine], plan.tz, params.quantile, params.off_level_w, params.min_hour_samples,
-            params.standby_ratio)
-        if not np.isnan(threshold_w):
-            result[int(source.meters[index])] = Threshold(threshold_w, samples)
+    for appliance in sorted(set(appliances.values())):
+        keys = [k for k, level in levels.items() if appliances[k] == appliance and not np.isnan(level.threshold_w)]
+        threshold_w = np.array([levels[k].threshold_w for k in keys])
+        samples = np.array([levels[k].samples for k in keys])
+        peak_w = np.array([levels[k].peak_w for k in keys])
+        prior = energy.fleet_prior(threshold_w, samples, peak_w, params.fleet_min_meters)
+        judged = energy.judged_levels(threshold_w, samples, peak_w, np.array([levels[k].top_w for k in keys]), prior)
+        for n, key in enumerate(keys):
+            result[key] = Threshold(float(judged[0][n]), int(samples[n]), float(judged[1][n]), int(judged[2][n]))
     return result
 
 
@@ -146,16 +162,21 @@ def build_scenario(args: argparse.Namespace, params: Params, seed: int, tag: str
         generator.GeneratorConfig(spikes_per_house_day=args.spikes_per_house_day, **common), sources=clean_gen.sources)
     history = range(args.history_days)
     replay = range(args.history_days, total_days)
-    limits, spiked_houses, house_days = {}, set(), []
+    levels, appliances, spiked_houses, house_days = {}, {}, set(), []
     for n, plan in enumerate(clean_gen.plans):
         house_id = f"e{tag}-{plan.house_id}"
         source = clean_gen.sources[plan.source]
-        limits[house_id] = thresholds_from_history(clean_gen, plan, history, params)
+        for meter, level in levels_from_history(clean_gen, plan, history, params).items():
+            levels[(house_id, meter)] = level
+            appliances[(house_id, meter)] = source.appliances[list(source.meters).index(meter)]
         with_spikes = n % 2 == 0
         if with_spikes:
             spiked_houses.add(house_id)
         gen = spiked_gen if with_spikes else clean_gen
         house_days += [(house_id, source, gen.house_day(plan, day)) for day in replay]
+    limits = {house_id: {} for house_id, _ in levels}
+    for (house_id, meter), limit in thresholds_of_fleet(levels, appliances, params).items():
+        limits[house_id][meter] = limit
     first_s, last_s = common_window(house_days)
     house_days = [(house_id, source, clipped(hd, first_s, last_s)) for house_id, source, hd in house_days]
     spikes = [dataclasses.replace(s, house_id=house_id) for house_id, _, hd in house_days for s in hd.spikes
@@ -196,7 +217,7 @@ def as_sent(ts_s: np.ndarray, power_w: np.ndarray) -> tuple[list, list]:
 
 
 # The columns `episodes.detect` reads.
-DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w"]
+DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w", "normal_peak_w"]
 
 
 def batch_event_s(args: argparse.Namespace) -> float:
@@ -215,22 +236,23 @@ def detect_in_process(scenario: Scenario, rules: episodes.Rules, batch_s: float,
         meters = np.asarray(source.meters, dtype=np.int64)
         limits = scenario.limits[house_id]
         threshold_w = np.array([limits[int(m)].threshold_w if int(m) in limits else np.nan for m in meters])
+        normal_peak_w = np.array([limits[int(m)].normal_peak_w if int(m) in limits else np.nan for m in meters])
         ts_s, power_w = (np.asarray(v) for v in as_sent(hd.ts_s, hd.power_w))
         columns.append((house_id, np.asarray(source.appliances, dtype=object)[hd.channel], meters[hd.channel],
-                        ts_s, power_w, threshold_w[hd.channel]))
+                        ts_s, power_w, threshold_w[hd.channel], normal_peak_w[hd.channel]))
     states = episodes.MeterStates()
     latest: dict[str, dict] = {}
     watermark_s = newest_s = 0.0
     edges = np.arange(scenario.first_s, scenario.last_s + batch_s, batch_s)
     for lo_s, hi_s in zip(edges[:-1], edges[1:]):
         pieces = []
-        for house_id, appliance, meter, ts_s, power_w, threshold_w in columns:
+        for house_id, appliance, meter, ts_s, power_w, threshold_w, normal_peak_w in columns:
             lo, hi = np.searchsorted(ts_s, [lo_s, hi_s])
             if hi > lo:
                 pieces.append(pd.DataFrame({
                     "house_id": np.full(hi - lo, house_id, dtype=object), "meter": meter[lo:hi],
                     "appliance": appliance[lo:hi], "ts_s": ts_s[lo:hi], "power_w": power_w[lo:hi],
-                    "threshold_w": threshold_w[lo:hi]}))
+                    "threshold_w": threshold_w[lo:hi], "normal_peak_w": normal_peak_w[lo:hi]}))
         batch = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=DETECTOR_COLUMNS)
         outcome = episodes.detect(states, batch[DETECTOR_COLUMNS], watermark_s, rules)
         for row in outcome.alerts:
@@ -256,6 +278,12 @@ class JobRunner:
         self.args, self.rules = args, rules
         self.settings = config.from_args(args).replace(cassandra_keyspace=args.namespace,
                                                         rethinkdb_db=args.namespace)
+        # The job's chatter (Spark's WARN log and console progress, warnings of its Python
+        # workers, which inherit this environment, the driver's schema notices) would cut
+        # through the progress bars: the figures are this tool's output.
+        os.environ.setdefault("SPARK_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+        logging.getLogger("cassandra").setLevel(logging.ERROR)
         init.create_cassandra(self.settings)
         init.create_rethinkdb(self.settings)
         self.spark = spark_builder.session(
@@ -275,14 +303,16 @@ class JobRunner:
         handle, session = cql.connect(self.settings)
         try:
             insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, quantile, threshold_w, "
-                                     "samples, window_days, computed_at) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
+                                     "samples, normal_peak_w, peak_days, fleet_meters, window_days, computed_at) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
             appliances = {(house_id, int(m)): a for house_id, source, _ in scenario.house_days
                           for m, a in zip(source.meters, source.appliances)}
             for house_id, meters in scenario.limits.items():
                 for meter, limit in meters.items():
                     session.execute(insert, (house_id, meter, appliances[(house_id, meter)], params.quantile,
-                                             limit.threshold_w, limit.samples, self.args.history_days))
+                                             limit.threshold_w, limit.samples,
+                                             None if np.isnan(limit.normal_peak_w) else limit.normal_peak_w,
+                                             params.peak_days, limit.fleet_meters, self.args.history_days))
         finally:
             handle.shutdown()
 
@@ -363,11 +393,10 @@ def parse_seeds(text: str) -> list[int]:
     """'1-8,11,13' -> [1, ..., 8, 11, 13]."""
     seeds = []
     for part in text.split(","):
-        first, _, last = part.strip().partition("-")
-        try:
-            low, high = int(first), int(last or first)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"seeds are numbers and ranges like 1-8,11, got {text!r}") from None
+        bounds = re.fullmatch(r"\s*(\d+)(?:-(\d+))?\s*", part)
+        if not bounds:
+            raise argparse.ArgumentTypeError(f"seeds are numbers and ranges like 1-8,11, got {text!r}")
+        low, high = int(bounds[1]), int(bounds[2] or bounds[1])
         if high < low:
             raise argparse.ArgumentTypeError(f"empty seed range {part!r}")
         seeds += [s for s in range(low, high + 1) if s not in seeds]
@@ -433,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "differ from the history days)")
     # The nightly job's threshold flags and the alert job's rule flags, so that a change can be
     # evaluated before it becomes a default.
-    config.add_options(parser, Params, ("quantile", "off_level_w", "standby_ratio"))
+    config.add_options(parser, Params, ("quantile", "off_level_w", "standby_ratio", "peak_days", "peak_readings",
+                                        "fleet_min_meters"))
     config.add_options(parser, episodes.Rules)
     parser.add_argument("--tolerance-s", type=float, default=30.0, help="slack when matching windows (default 30)")
     parser.add_argument("--window-s", type=float, default=60.0, help="event time per Kafka message (default 60)")
@@ -482,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
                 result.update(seed=seed, readings=scenario.readings, elapsed_s=time.perf_counter() - t0,
                               kinds=dict(Counter(a["kind"] for a in found)), **timing)
                 rows.append(result)
+                # A seed's row as soon as it is known: a long sweep that stops early still tells something.
+                tqdm.write(f"seed {seed}: {result['spikes_found']} of {result['spikes']} spikes found, precision "
+                           f"{result['precision']:.3f}, recall {result['recall']:.3f}, "
+                           f"{result['false_alerts_per_house_day']:.3f} false alerts per house-day")
         finally:
             if runner is not None:
                 runner.close()
@@ -489,14 +523,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.history_days} history days, {args.days} replayed days (the event time all houses cover)")
     print(f"rules: {rules}")
     print(f"thresholds: quantile {params.quantile}, off level {params.off_level_w} W, standby ratio "
-          f"{params.standby_ratio}")
+          f"{params.standby_ratio}, normal peak held {params.peak_readings} readings on {params.peak_days} days, "
+          f"fleet priors from {params.fleet_min_meters}+ meters")
     print(format_table(rows))
     for row in rows:
         speed = (f", job {row['readings'] / row['job_s']:,.0f} readings/s" if "job_s" in row else "")
         print(f"  seed {row['seed']}: {row['readings']:,} readings in {row['elapsed_s']:.0f} s{speed}; "
               f"alerts by kind {row['kinds']}")
         if args.details or len(rows) == 1:
-            print("\n".join(details(row)))
+            print(*details(row), sep="\n")
     print(f"goals: precision >= {GOAL_PRECISION}, recall >= {GOAL_RECALL}, false alerts per house-day <= "
           f"{GOAL_FALSE_PER_HOUSE_DAY} on every seed: {'met' if all(map(meets_goals, rows)) else 'NOT met'}")
     return 0 if all(map(meets_goals, rows)) else 1

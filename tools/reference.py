@@ -4,8 +4,9 @@ Written separately from the Spark job (batch/nightly.py + smw/energy.py) to chec
 it and to time it against: the same inputs (Parquet readings partitioned by UTC
 `date`, a houses file with `zip` and `tz`), the same rules (left Riemann sum, dt capped
 per meter, duplicates merged at their mean, intervals split at the house's local hours,
-exact quantiles of readings above the off level, standby excluded) and the same six
-outputs (`nightly`). `daily_energy` derives daily energy a second way, splitting
+exact quantiles of readings above the off level, standby excluded, normal peaks from
+runs of readings per local day, fleet medians per appliance) and the same six outputs
+(`nightly`). `daily_energy` derives daily energy a second way, splitting
 intervals at local midnights directly rather than summing hours.
 
     python -m tools.reference --readings DIR --houses FILE --from D --to D [--show 5]
@@ -93,9 +94,10 @@ OUTPUTS = ("hourly_energy", "daily_energy_by_house", "daily_house_totals", "dail
 
 
 def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date, last_day: dt.date, *,
-            mains_cap_s: float = 30.0, circuit_cap_s: float = 50.0, quantile: float = 0.97,
-            off_level_w: float = 10.0, standby_ratio: float = 2.0, window_days: int = 30,
-            min_hour_samples: int = 30, default_tz: str = "America/New_York") -> dict[str, int]:
+            mains_cap_s: float = 30.0, circuit_cap_s: float = 50.0, quantile: float = 0.9,
+            off_level_w: float = 10.0, standby_ratio: float = 2.0, window_days: int = 30, peak_days: int = 2,
+            peak_readings: int = 3, fleet_min_meters: int = 2,
+            default_tz: str = "America/New_York") -> dict[str, int]:
     """Every nightly output for the local days first_day..last_day, as tables of `connection`
     named and shaped as the Cassandra tables (OUTPUTS); returns their row counts.
 
@@ -104,9 +106,14 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
     the readings of the local days of the `window_days` window ending with last_day: the
     off level of a meter is standby_ratio x its median power when that is above
     off_level_w and some reading exceeds it, else off_level_w; the threshold is the
-    exact quantile of the readings above it (off_level_w with 0 samples when none is),
-    the profile the same quantile per local hour of day with at least min_hour_samples
-    readings above it.
+    exact quantile of the readings above it (off_level_w with 0 samples when none is).
+    A run of peak_readings consecutive readings (duplicates merged) holds the lowest of
+    them and belongs to the local day of its last; per day the best run counts, and the
+    peak_days-th best day is the meter's peak, the best day its top (each only above the
+    off level). Per appliance, the fleet takes the medians of threshold and peak over
+    meters with samples, given fleet_min_meters of them: a meter with no samples takes
+    both, and a top above the meter's peak counts up to the fleet's peak; fleet_meters
+    says where the fleet set a value.
     """
     window_first = last_day - dt.timedelta(days=window_days - 1)
     loaded = (min(first_day, window_first) - dt.timedelta(days=1), last_day + dt.timedelta(days=1))
@@ -211,12 +218,10 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
     """)
     run("""
     CREATE OR REPLACE TEMP TABLE thresholds AS
-    WITH windowed AS (
-        SELECT house_id, meter, power_w, ref_local(tz, ts_s) AS local_s FROM ref_readings
-    ),
-    in_window AS (
-        SELECT house_id, meter, power_w, CAST(floor(local_s / 3600) AS BIGINT) % 24 AS hour_of_day
-        FROM windowed WHERE floor(local_s / 86400) BETWEEN $first_n AND $last_n
+    WITH in_window AS (
+        SELECT r.house_id, r.meter, r.ts_s, r.power_w
+        FROM ref_readings r
+        WHERE floor(ref_local(r.tz, r.ts_s) / 86400) BETWEEN $first_n AND $last_n
     ),
     levels AS (
         SELECT house_id, meter, $ratio * quantile_cont(power_w, 0.5) AS standby_w, max(power_w) AS max_w
@@ -227,30 +232,70 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
                CASE WHEN $ratio > 0 AND standby_w > $off AND max_w > standby_w THEN standby_w ELSE $off END AS off_w
         FROM levels
     ),
-    on_readings AS (
-        SELECT w.house_id, w.meter, w.power_w, w.hour_of_day
-        FROM in_window w JOIN offs o USING (house_id, meter) WHERE w.power_w > o.off_w
-    ),
     overall AS (
-        SELECT house_id, meter, quantile_cont(power_w, $q) AS threshold_w, count(*) AS samples
-        FROM on_readings GROUP BY house_id, meter
+        SELECT w.house_id, w.meter, quantile_cont(w.power_w, $q) AS threshold_w, count(*) AS samples
+        FROM in_window w JOIN offs o USING (house_id, meter) WHERE w.power_w > o.off_w
+        GROUP BY w.house_id, w.meter
     ),
-    by_hour AS (
-        SELECT house_id, meter, hour_of_day, quantile_cont(power_w, $q) AS threshold_w
-        FROM on_readings GROUP BY house_id, meter, hour_of_day HAVING count(*) >= $min_hour
+    merged AS (
+        SELECT house_id, meter, ts_s, avg(power_w) AS power_w FROM in_window GROUP BY house_id, meter, ts_s
     ),
-    profiles AS (
-        SELECT house_id, meter, map(list(CAST(hour_of_day AS INTEGER) ORDER BY hour_of_day),
-                                    list(threshold_w ORDER BY hour_of_day)) AS hourly_threshold_w
-        FROM by_hour GROUP BY house_id, meter
+    runs AS (
+        SELECT house_id, meter, ts_s, min(power_w) OVER run AS held_w, count(*) OVER run AS run_readings
+        FROM merged
+        WINDOW run AS (PARTITION BY house_id, meter ORDER BY ts_s ROWS BETWEEN {preceding} PRECEDING AND CURRENT ROW)
+    ),
+    best_by_day AS (
+        SELECT r.house_id, r.meter, floor(ref_local(k.tz, r.ts_s) / 86400) AS day_n, max(r.held_w) AS held_w
+        FROM runs r JOIN ref_meters k USING (house_id, meter)
+        WHERE r.run_readings = $run
+        GROUP BY r.house_id, r.meter, day_n
+    ),
+    ranked AS (
+        SELECT house_id, meter, held_w, row_number() OVER (PARTITION BY house_id, meter ORDER BY held_w DESC) AS rank
+        FROM best_by_day
+    ),
+    peaks AS (
+        SELECT r.house_id, r.meter,
+               max(r.held_w) FILTER (WHERE r.rank = $days AND r.held_w > o.off_w) AS peak_w,
+               max(r.held_w) FILTER (WHERE r.rank = 1 AND r.held_w > o.off_w) AS top_w
+        FROM ranked r JOIN offs o USING (house_id, meter)
+        GROUP BY r.house_id, r.meter
+    ),
+    own AS (
+        SELECT o.house_id, o.meter, k.appliance, coalesce(a.threshold_w, $off) AS threshold_w,
+               coalesce(a.samples, 0) AS samples, p.peak_w, p.top_w
+        FROM offs o JOIN ref_meters k USING (house_id, meter)
+        LEFT JOIN overall a USING (house_id, meter) LEFT JOIN peaks p USING (house_id, meter)
+    ),
+    fleet AS (
+        SELECT appliance, quantile_cont(threshold_w, 0.5) AS fleet_threshold_w,
+               quantile_cont(peak_w, 0.5) AS fleet_peak_w, count(*) AS fleet_meters
+        FROM own WHERE samples > 0 AND appliance IS NOT NULL
+        GROUP BY appliance HAVING count(*) >= $min_meters
+    ),
+    judged AS (
+        SELECT w.*, f.fleet_threshold_w, f.fleet_peak_w, f.fleet_meters,
+               CASE WHEN w.top_w IS NOT NULL AND f.fleet_peak_w IS NOT NULL
+                    THEN least(w.top_w, f.fleet_peak_w) END AS one_off_w
+        FROM own w LEFT JOIN fleet f USING (appliance)
     )
-    SELECT o.house_id, o.meter, k.appliance, $q AS quantile, coalesce(a.threshold_w, $off) AS threshold_w,
-           p.hourly_threshold_w, coalesce(a.samples, 0) AS samples, $window AS window_days,
-           CAST(now() AS TIMESTAMP) AS computed_at
-    FROM offs o JOIN ref_meters k USING (house_id, meter)
-    LEFT JOIN overall a USING (house_id, meter) LEFT JOIN profiles p USING (house_id, meter)
-    """, {"first_n": (window_first - EPOCH).days, "last_n": (last_day - EPOCH).days, "ratio": standby_ratio,
-          "off": off_level_w, "q": quantile, "min_hour": min_hour_samples, "window": window_days})
+    SELECT house_id, meter, appliance, $q AS quantile,
+           CASE WHEN samples = 0 AND fleet_meters IS NOT NULL THEN fleet_threshold_w ELSE threshold_w END
+               AS threshold_w,
+           samples,
+           CASE WHEN samples = 0 AND fleet_meters IS NOT NULL THEN fleet_peak_w
+                WHEN one_off_w IS NULL THEN peak_w
+                WHEN peak_w IS NULL THEN one_off_w
+                ELSE greatest(peak_w, one_off_w) END AS normal_peak_w,
+           CAST(CASE WHEN fleet_meters IS NOT NULL AND (samples = 0 OR one_off_w > coalesce(peak_w, -1e308))
+                     THEN fleet_meters ELSE 0 END AS INTEGER) AS fleet_meters,
+           $days AS peak_days, $window AS window_days, CAST(now() AS TIMESTAMP) AS computed_at
+    FROM judged
+    """.format(preceding=int(peak_readings) - 1), {
+        "first_n": (window_first - EPOCH).days, "last_n": (last_day - EPOCH).days, "ratio": standby_ratio,
+        "off": off_level_w, "q": quantile, "window": window_days, "days": peak_days, "run": peak_readings,
+        "min_meters": fleet_min_meters})
     return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in OUTPUTS}
 
 

@@ -94,8 +94,10 @@ def test_hourly_rollup(outputs):
 def test_thresholds(outputs):
     limits = {(r.house_id, r.meter): r for r in outputs["thresholds"]}
     assert limits[("h2", 3)].threshold_w == pytest.approx(2000.0)
-    assert limits[("h1", 5)].quantile == 0.97 and limits[("h1", 5)].window_days == 30
-    assert set(limits[("h1", 5)].hourly_threshold_w) == set(range(24))
+    assert limits[("h1", 5)].quantile == 0.9 and limits[("h1", 5)].window_days == 30
+    # The fridge holds 120 W on every day; the oven ran on one day only and no other oven is on.
+    assert (limits[("h1", 5)].normal_peak_w, limits[("h1", 5)].peak_days) == (pytest.approx(120.0), 2)
+    assert limits[("h2", 3)].normal_peak_w is None and limits[("h2", 3)].fleet_meters == 0
 
 
 def test_mains_and_circuits_get_their_own_cap(spark, settings, tmp_path):

@@ -155,27 +155,33 @@ def test_zip_energy_counts_only_houses_with_mains(spark):
     assertDataFrameEqual(nightly.zip_energy(totals, houses), expected, checkRowOrder=False, **TOLERANCE)
 
 
-def test_thresholds_keep_meter_rows_with_a_threshold_and_their_valid_hours(spark):
-    """Hour rows and NaN/null thresholds are dropped; the hourly map keeps the non-null, non-NaN
-    hours and is null when none is left; quantile and window_days come from Params."""
+def test_thresholds_keep_meter_rows_with_a_threshold_and_fill_gaps_from_the_fleet(spark):
+    """Hour rows and NaN/null thresholds are dropped. Fridges across the fleet (three on, medians
+    threshold 110 W, peak 450 W) give a fridge that defrosted on one day only a normal peak up to
+    450 W; a never-used outdoor outlet with no other outdoor outlet on keeps its off level; a meter
+    without an appliance gets no prior. quantile, peak_days and window_days come from Params."""
     nan = float("nan")
-    profile = [nan] * 24
-    profile[0] = None  # Arrow may have turned a NaN into null
-    profile[7], profile[19], profile[23] = 120.0, 300.0, 95.5
     meter_row = (None,) * 7  # day .. max_w of a threshold row
     stats = spark.createDataFrame([
         # An hour row, given a threshold so that only its day can drop it.
-        ("h1", 5, DAY, MIDNIGHT_NY.timestamp(), 3.6e5, 3600.0, 120, 100.0, 150.0, 140.0, 0, None, None, None),
-        ("h1", 5, *meter_row, 310.0, 800, profile, "fridge", "refrigerator"),
-        ("h1", 6, *meter_row, nan, 0, [nan] * 24, "lights", "lighting"),  # no readings in the window
-        ("h1", 7, *meter_row, None, 0, [None] * 24, "oven", "oven"),  # the same NaN, nulled by Arrow
-        ("h2", 3, *meter_row, 10.0, 0, [nan] * 23 + [None], "oven", "oven"),  # never on: the off level
+        ("h1", 5, DAY, MIDNIGHT_NY.timestamp(), 3.6e5, 3600.0, 120, 100.0, 150.0, 140.0, 0, nan, nan, None, None),
+        ("h1", 3, *meter_row, 100.0, 800, 400.0, 410.0, "fridge", "refrigerator"),
+        ("h2", 3, *meter_row, 110.0, 900, 500.0, 520.0, "fridge", "refrigerator"),
+        ("h3", 3, *meter_row, 120.0, 700, None, 700.0, "fridge", "refrigerator"),  # defrost seen once, 700 W
+        ("h3", 4, *meter_row, 10.0, 0, None, None, "outdoor", "outdoor_outlets"),  # never on
+        ("h3", 5, *meter_row, 60.0, 50, 70.0, 90.0, "misc", None),
+        ("h1", 6, *meter_row, nan, 0, None, None, "lights", "lighting"),  # no readings in the window
+        ("h1", 7, *meter_row, None, 0, None, None, "oven", "oven"),  # the same NaN, nulled by Arrow
     ], nightly.stats_schema())
     computed_at = dt.datetime(2024, 4, 3, 2, 15)
     expected = spark.createDataFrame([
-        ("h1", 5, "refrigerator", 0.9, 310.0, {7: 120.0, 19: 300.0, 23: 95.5}, 800, 14, computed_at),
-        ("h2", 3, "oven", 0.9, 10.0, None, 0, 14, computed_at),
-    ], "house_id string, meter int, appliance string, quantile double, threshold_w double, "
-       "hourly_threshold_w map<int, double>, samples bigint, window_days int, computed_at timestamp")
-    result = nightly.thresholds(stats, nightly.Params(quantile=0.9, window_days=14), computed_at)
+        ("h1", 3, "refrigerator", 0.9, 100.0, 800, 410.0, 3, 2, 14, computed_at),
+        ("h2", 3, "refrigerator", 0.9, 110.0, 900, 500.0, 0, 2, 14, computed_at),
+        ("h3", 3, "refrigerator", 0.9, 120.0, 700, 450.0, 3, 2, 14, computed_at),
+        ("h3", 4, "outdoor_outlets", 0.9, 10.0, 0, None, 0, 2, 14, computed_at),
+        ("h3", 5, None, 0.9, 60.0, 50, 70.0, 0, 2, 14, computed_at),
+    ], "house_id string, meter int, appliance string, quantile double, threshold_w double, samples bigint, "
+       "normal_peak_w double, fleet_meters int, peak_days int, window_days int, computed_at timestamp")
+    result = nightly.thresholds(stats, nightly.Params(quantile=0.9, window_days=14, fleet_min_meters=3),
+                                computed_at)
     assertDataFrameEqual(result, expected, checkRowOrder=False, **TOLERANCE)

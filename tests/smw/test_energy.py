@@ -95,18 +95,15 @@ def test_cap_above_an_hour_is_refused():
 
 def test_quantile_excludes_off_readings_and_matches_numpy():
     power = np.array([0.0, 2.0, 3.0] * 100 + list(np.linspace(100, 200, 101)))
-    ts = MIDNIGHT_NY + np.arange(len(power)) * 3.0
-    threshold, samples, profile = energy.quantile_thresholds(ts, power, NY, 0.97, 5.0, 30)
+    threshold, samples = energy.quantile_threshold(power, 0.97, 5.0)
     assert samples == 101
     assert threshold == pytest.approx(np.quantile(np.linspace(100, 200, 101), 0.97))
-    assert not np.isnan(profile[0]) and all(np.isnan(p) for p in profile[1:])
 
 
 def test_a_meter_never_on_gets_the_off_level_and_one_without_readings_nan():
-    threshold, samples, profile = energy.quantile_thresholds(np.array([1e9, 1e9 + 3]), np.array([1.0, 2.0]), NY,
-                                                             0.97, 5, 1)
-    assert samples == 0 and threshold == 5.0 and all(np.isnan(profile))
-    threshold, samples, _ = energy.quantile_thresholds(np.array([]), np.array([]), NY, 0.97, 5, 1)
+    threshold, samples = energy.quantile_threshold(np.array([1.0, 2.0]), 0.97, 5)
+    assert samples == 0 and threshold == 5.0
+    threshold, samples = energy.quantile_threshold(np.array([]), 0.97, 5)
     assert samples == 0 and np.isnan(threshold)
 
 
@@ -115,10 +112,9 @@ def test_standby_above_the_fixed_floor_is_excluded_from_the_threshold():
     rng = np.random.default_rng(3)
     use_w = np.linspace(1200, 1400, 30)
     power = np.concatenate([35 + rng.uniform(-2, 2, 2000), use_w])
-    ts = MIDNIGHT_NY + np.arange(len(power)) * 3.0
-    with_floor_only, _, _ = energy.quantile_thresholds(ts, power, NY, 0.97, 10.0, 30, standby_ratio=0.0)
+    with_floor_only, _ = energy.quantile_threshold(power, 0.97, 10.0, standby_ratio=0.0)
     assert with_floor_only < 40  # the old failure: the threshold is the standby draw
-    threshold, samples, _ = energy.quantile_thresholds(ts, power, NY, 0.97, 10.0, 30, standby_ratio=2.0)
+    threshold, samples = energy.quantile_threshold(power, 0.97, 10.0, standby_ratio=2.0)
     assert samples == len(use_w)
     assert threshold == pytest.approx(np.quantile(use_w, 0.97))
 
@@ -126,10 +122,93 @@ def test_standby_above_the_fixed_floor_is_excluded_from_the_threshold():
 def test_a_steady_load_keeps_the_fixed_floor():
     # Always on at ~60 W: nothing is above 2 x its median, so its readings above 10 W count.
     power = np.linspace(55.0, 65.0, 1000)
-    ts = MIDNIGHT_NY + np.arange(len(power)) * 3.0
     assert energy.off_level(power, 10.0, 2.0) == 10.0
-    threshold, samples, _ = energy.quantile_thresholds(ts, power, NY, 0.97, 10.0, 30, standby_ratio=2.0)
+    threshold, samples = energy.quantile_threshold(power, 0.97, 10.0, standby_ratio=2.0)
     assert samples == 1000 and threshold == pytest.approx(np.quantile(power, 0.97))
+
+
+def day_of(day, seconds, power):
+    """(ts_s, power_w) of readings 3 s apart starting `seconds` into local day `day` (New York)."""
+    return MIDNIGHT_NY + day * 86400 + seconds + 3.0 * np.arange(len(power)), np.array(power, dtype=float)
+
+
+def joined(*parts):
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def test_held_level_is_the_lowest_reading_of_the_best_run_per_local_day():
+    ts, power = joined(
+        day_of(0, 3600, [5, 400, 380, 390, 5, 900, 5]),   # 900 is held for one reading only: day 0 holds 380
+        day_of(1, 7200, [5, 300, 310, 320, 330, 5]),      # best run of three: 310, 320, 330 -> 310
+        day_of(2, 100, [5, 5]),                           # with day 1's last reading, a run at 5 W
+    )
+    assert list(energy.held_levels_by_day(ts, power, NY, 3)) == [380.0, 310.0, 5.0]
+    assert list(energy.held_levels_by_day(ts, power, NY, 1)) == [900.0, 330.0, 5.0]
+    assert list(energy.held_levels_by_day(ts[:2], power[:2], NY, 3)) == []
+
+
+def test_held_levels_merge_duplicates_order_readings_and_split_at_local_midnight():
+    # Readings from 23:59:51 to 00:00:03 New York time, shuffled, one timestamp twice (merged to
+    # its mean, 200 W). A run belongs to the day of its last reading: the run 23:59:54-00:00:00
+    # (300, 310, 260) is day 1's, the run ending 23:59:57 (5, 300, 310) day 0's.
+    ts = MIDNIGHT_NY + 86400 + np.array([3.0, -6.0, 0.0, 3.0, -3.0, -9.0])
+    power = np.array([150.0, 300.0, 260.0, 250.0, 310.0, 5.0])
+    assert list(energy.held_levels_by_day(ts, power, NY, 3)) == [260.0, 5.0]
+    with pytest.raises(ValueError):
+        energy.held_levels_by_day(ts, power, NY, 0)
+
+
+def test_normal_peak_is_a_level_reached_on_several_days_and_top_the_best_single_day():
+    # A fridge: 100 W compressor every day, a 400 W defrost on days 0 and 2, a 600 W one-off on day 1.
+    compressor = [4] * 10 + [100] * 20
+    ts, power = joined(day_of(0, 0, compressor + [400] * 5), day_of(1, 0, compressor + [600] * 5),
+                       day_of(2, 0, compressor + [410] * 5), day_of(3, 0, compressor))
+    levels = energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, run_readings=3, peak_days=2)
+    assert (levels.peak_w, levels.top_w) == (410.0, 600.0)
+    assert energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=3).peak_w == 400.0
+    assert energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=4).peak_w == 100.0
+    assert np.isnan(energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=5).peak_w)
+    on = [p for p in power if p > 10]
+    assert (levels.threshold_w, levels.samples) == (float(np.quantile(on, 0.5)), len(on))
+
+
+def test_levels_at_the_off_level_are_no_peak():
+    # Used on one day only, standby otherwise: no level above the off level on two days.
+    ts, power = joined(day_of(0, 0, [3] * 5 + [1500] * 5), day_of(1, 0, [3] * 10))
+    levels = energy.meter_levels(ts, power, NY, 0.9, 10.0, 2.0, 3, 2)
+    assert np.isnan(levels.peak_w) and levels.top_w == 1500.0
+    never_on = energy.meter_levels(ts, np.full(len(ts), 3.0), NY, 0.9, 10.0, 2.0, 3, 2)
+    assert (never_on.threshold_w, never_on.samples) == (10.0, 0)
+    assert np.isnan(never_on.peak_w) and np.isnan(never_on.top_w)
+    nothing = energy.meter_levels(np.array([]), np.array([]), NY, 0.9, 10.0, 2.0, 3, 2)
+    assert np.isnan(nothing.threshold_w) and np.isnan(nothing.peak_w)
+
+
+def test_fleet_prior_is_the_median_over_meters_that_were_on():
+    threshold_w = np.array([100.0, 120.0, 200.0, 10.0])
+    samples = np.array([50, 60, 70, 0])  # the last was never on: not part of the prior
+    peak_w = np.array([400.0, np.nan, 500.0, np.nan])  # the second has no established peak
+    prior = energy.fleet_prior(threshold_w, samples, peak_w, min_meters=3)
+    assert prior == energy.FleetPrior(threshold_w=120.0, peak_w=450.0, meters=3)
+    assert energy.fleet_prior(threshold_w, samples, peak_w, min_meters=4) is None
+    assert np.isnan(energy.fleet_prior(threshold_w[1:2], samples[1:2], peak_w[1:2], 1).peak_w)
+
+
+def test_judged_levels_fill_a_never_on_meter_and_a_one_off_from_the_fleet():
+    prior = energy.FleetPrior(threshold_w=1200.0, peak_w=1500.0, meters=5)
+    threshold_w = np.array([100.0, 100.0, 100.0, 100.0, 10.0])
+    samples = np.array([900, 900, 900, 900, 0])
+    peak_w = np.array([300.0, 300.0, np.nan, 300.0, np.nan])
+    top_w = np.array([500.0, 2000.0, 800.0, 250.0, np.nan])
+    judged = energy.judged_levels(threshold_w, samples, peak_w, top_w, prior)
+    # one-off within the fleet's peak; one-off capped at it; no own peak; top below peak; never on
+    assert np.array_equal(judged[0], [100.0, 100.0, 100.0, 100.0, 1200.0])
+    assert np.array_equal(judged[1], [500.0, 1500.0, 800.0, 300.0, 1500.0])
+    assert np.array_equal(judged[2], [5, 5, 5, 0, 5])
+    alone = energy.judged_levels(threshold_w, samples, peak_w, top_w, None)
+    assert np.array_equal(alone[1], peak_w, equal_nan=True) and not alone[2].any()
+    no_fleet_peak = energy.judged_levels(threshold_w, samples, peak_w, top_w, energy.FleetPrior(1200.0, np.nan, 5))
+    assert np.array_equal(no_fleet_peak[1], [300.0, 300.0, np.nan, 300.0, np.nan], equal_nan=True)
 
 
 @pytest.mark.parametrize("tz", [NY, "America/Phoenix", "Asia/Kolkata", "Australia/Lord_Howe", "Pacific/Chatham",

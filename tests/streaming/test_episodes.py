@@ -1,6 +1,7 @@
 """Episode detection on tiny inline data: raise/clear, minimum run, cooldown, no data, new peak."""
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,11 +13,12 @@ RULES = Rules(multiplier=1.5, clear_multiplier=1.0, min_readings=3, min_duration
               new_peak_margin=1.1, new_peak_warmup_s=30.0, new_peak_cooldown_s=3600.0)
 
 
-def readings(powers, house="h1", meter=5, appliance="refrigerator", threshold_w=100.0, t0=T0, step_s=3.0):
+def readings(powers, house="h1", meter=5, appliance="refrigerator", threshold_w=100.0, t0=T0, step_s=3.0,
+             normal_peak_w=math.nan):
     return pd.DataFrame({
         "house_id": house, "meter": meter, "appliance": appliance,
         "ts_s": [t0 + step_s * i for i in range(len(powers))], "power_w": [float(p) for p in powers],
-        "threshold_w": threshold_w,
+        "threshold_w": threshold_w, "normal_peak_w": normal_peak_w,
     })
 
 
@@ -147,3 +149,27 @@ def test_mains_raise_overshoot_only_when_asked():
     assert run([mains])[1] == []
     rules = Rules(**{**RULES.__dict__, "overshoot_on_mains": True})
     assert [a["state"] for a in run([mains], rules)[1]] == ["open", "closed"]
+
+
+def test_raise_level_is_twice_the_threshold_or_above_the_normal_peak_whichever_is_higher():
+    from streaming.episodes import raise_levels
+
+    rules = Rules(multiplier=2.0, peak_margin=1.25)
+    threshold_w = np.array([100.0, 100.0, 100.0, math.nan])
+    normal_peak_w = np.array([math.nan, 120.0, 400.0, 400.0])
+    appliance = np.array(["refrigerator"] * 4, dtype=object)
+    assert np.array_equal(raise_levels(threshold_w, normal_peak_w, appliance, rules), [200.0, 200.0, 500.0, math.nan],
+                          equal_nan=True)
+    assert np.array_equal(raise_levels(threshold_w, normal_peak_w, appliance, Rules(multiplier=2.0, peak_margin=0.0)),
+                          [200.0, 200.0, 200.0, math.nan], equal_nan=True)
+
+
+def test_a_level_within_the_normal_peak_opens_nothing_and_one_above_it_does():
+    """A fridge at 100 W whose defrost reaches 400 W on several days: 450 W is within 1.25 x its
+    normal peak, 520 W is not; the episode still closes below the threshold, not the peak."""
+    rules = Rules(multiplier=1.5, peak_margin=1.25, min_readings=3, clear_readings=2)
+    _, alerts = run([readings([100, 450, 450, 450, 450, 100, 100], normal_peak_w=400.0)], rules)
+    assert alerts == []
+    _, alerts = run([readings([100, 520, 520, 520, 300, 150, 90, 80], normal_peak_w=400.0)], rules)
+    assert [(a["state"], a["start_ts_s"], a["end_ts_s"]) for a in alerts] == [("open", T0 + 3, None),
+                                                                             ("closed", T0 + 3, T0 + 18)]

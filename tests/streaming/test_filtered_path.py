@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from datasets import generator
+from batch.nightly import Params
 from smw import energy
 from streaming import episodes
 
@@ -15,25 +16,28 @@ BATCH_S = 20.0  # event time per micro-batch
 @pytest.fixture(scope="module")
 def house_readings():
     """Two generated house-days with spikes (one house loses a meter for an hour), and thresholds
-    from a spike-free day before them."""
+    (the nightly job's statistics, default parameters) from two spike-free days before them."""
     gen = generator.Generator(generator.GeneratorConfig(houses=2, days=2, seed=7, source="synthetic:2:3", period_s=15.0,
                                                         spikes_per_house_day=12.0))
-    clean = generator.Generator(generator.GeneratorConfig(houses=2, days=2, seed=7, source="synthetic:2:3", period_s=15.0,
+    clean = generator.Generator(generator.GeneratorConfig(houses=2, days=3, seed=7, source="synthetic:2:3", period_s=15.0,
                                                           spikes_per_house_day=0.0), sources=gen.sources)
+    params = Params()
     frames = []
     for plan in gen.plans:
         source = gen.sources[plan.source]
-        history = clean.house_day(plan, 0)
+        history = [clean.house_day(plan, day) for day in (0, 2)]
         replay = gen.house_day(plan, 1)
         assert replay.spikes, "the scenario needs spikes"
         for index, meter in enumerate(source.meters):
-            mine = history.channel == index
-            threshold_w, _, _ = energy.quantile_thresholds(history.ts_s[mine], history.power_w[mine].astype(float),
-                                                           plan.tz, 0.97, 10.0, 30, 2.0)
+            ts_s = np.concatenate([day.ts_s[day.channel == index] for day in history])
+            power_w = np.concatenate([day.power_w[day.channel == index] for day in history]).astype(float)
+            levels = energy.meter_levels(ts_s, power_w, plan.tz, params.quantile, params.off_level_w,
+                                         params.standby_ratio, params.peak_readings, params.peak_days)
             rows = replay.channel == index
             frames.append(pd.DataFrame({
                 "house_id": plan.house_id, "meter": int(meter), "appliance": source.appliances[index],
-                "ts_s": replay.ts_s[rows], "power_w": replay.power_w[rows].astype(float), "threshold_w": threshold_w}))
+                "ts_s": replay.ts_s[rows], "power_w": replay.power_w[rows].astype(float),
+                "threshold_w": levels.threshold_w, "normal_peak_w": levels.peak_w}))
     readings = pd.concat(frames, ignore_index=True)
     # A meter of the first house falls silent for an hour: no_data opens, then its return closes it.
     first = readings["house_id"] == gen.plans[0].house_id
@@ -74,10 +78,11 @@ def filtered(readings: pd.DataFrame):
         emit = episodes._Emitter(RULES, outcome)
         summary = episodes.summarise(batch)
         rows = states.rows(summary.house_id, summary.meter, summary.appliance)
-        threshold_w = batch.groupby(["house_id", "meter"], sort=False)["threshold_w"].first().reindex(
-            pd.MultiIndex.from_arrays([summary.house_id, summary.meter])).to_numpy()
-        needs = episodes.plan(states, rows, summary, episodes.raise_levels(threshold_w, summary.appliance, RULES),
-                              RULES)
+        limits = batch.groupby(["house_id", "meter"], sort=False)[["threshold_w", "normal_peak_w"]].first().reindex(
+            pd.MultiIndex.from_arrays([summary.house_id, summary.meter]))
+        raise_w = episodes.raise_levels(limits["threshold_w"].to_numpy(), limits["normal_peak_w"].to_numpy(),
+                                        summary.appliance, RULES)
+        needs = episodes.plan(states, rows, summary, raise_w, RULES)
         episodes.apply_summary(states, rows, summary, needs, outcome)
         wanted = pd.MultiIndex.from_arrays([summary.house_id[needs], summary.meter[needs]])
         chosen = batch[pd.MultiIndex.from_frame(batch[["house_id", "meter"]]).isin(wanted)]

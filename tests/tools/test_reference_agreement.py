@@ -36,6 +36,15 @@ def fall_back(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Six houses, one mean per 15 s: meters never on and levels seen on one day only, which take
+    the fleet's medians of their appliance (some meters of every kind, some of none)."""
+    out = tmp_path_factory.mktemp("fleet")
+    generator.generate(generator.GeneratorConfig(houses=6, days=2, seed=1, period_s=15.0), out, "parquet")
+    return out
+
+
 def compare(spark_daily, spark_limits, reference_daily, reference_limits):
     assert set(spark_daily) == set(reference_daily) and spark_daily
     for key, (energy_kwh, samples) in reference_daily.items():
@@ -63,8 +72,8 @@ OUTPUT_COLUMNS = {
     "daily_house_totals": (["house_id", "day"], ["mains_kwh", "circuits_kwh", "untracked_kwh", "coverage"]),
     "daily_energy_by_appliance": (["appliance", "day", "house_id"], ["energy_kwh", "share_of_mains"]),
     "daily_energy_by_zip": (["day", "zip"], ["energy_kwh", "houses"]),
-    "thresholds": (["house_id", "meter"], ["appliance", "quantile", "threshold_w", "hourly_threshold_w", "samples",
-                                           "window_days"]),
+    "thresholds": (["house_id", "meter"], ["appliance", "quantile", "threshold_w", "samples", "normal_peak_w",
+                                           "fleet_meters", "peak_days", "window_days"]),
 }
 
 
@@ -97,6 +106,7 @@ def same_value(spark_value, duck_value):
 @pytest.mark.parametrize("dataset, first, last", [
     ("generated", FIRST, LAST),
     ("fall_back", dt.date(2024, 11, 2), dt.date(2024, 11, 4)),
+    ("fleet", FIRST, LAST),
 ])
 def test_every_output_agrees_with_duckdb(spark, settings, request, dataset, first, last):
     """All six outputs, row for row: the same keys, energy to 1e-9, quantiles and counts exact."""
@@ -113,6 +123,11 @@ def test_every_output_agrees_with_duckdb(spark, settings, request, dataset, firs
             mismatched = [(c, g, e) for c, g, e in zip(OUTPUT_COLUMNS[table][1], got[key], values)
                           if not same_value(g, e)]
             assert not mismatched, (table, key, mismatched)
+    if dataset == "fleet":  # both ways a fleet prior stands in for a meter are compared
+        rows = duckdb_rows(connection, "thresholds").values()
+        samples, fleet_meters = (OUTPUT_COLUMNS["thresholds"][1].index(c) for c in ("samples", "fleet_meters"))
+        assert any(r[samples] == 0 and r[fleet_meters] > 0 for r in rows)
+        assert any(r[samples] > 0 and r[fleet_meters] > 0 for r in rows)
 
 
 def test_daily_energy_summed_from_hours_equals_the_midnight_split(fall_back):
