@@ -8,17 +8,18 @@ contract (`smw.contract`, readings dated in the future quarantined) and hands ev
 micro-batch to `AlertBatches` (foreachBatch), which works so that a batch's cost follows
 its readings and the meters that are doing something, not the size of the fleet:
 
-1. In the JVM, one row per meter of the batch (`summaries`): readings, first and last
-   timestamp, highest power, readings behind the watermark (dropped). No reading leaves
-   the JVM here.
+1. In the JVM, one row per series of a message (`summaries`): readings, first and last
+   timestamp, highest power, and the readings as two arrays; the rows reach the driver
+   by one Arrow collect (one Spark job per batch), the arrays left packed.
 2. In the driver, against each meter's state (`streaming.episodes.MeterStates`, kept for
    every meter) and thresholds (`Thresholds`, read from Cassandra and refreshed every
-   `--threshold-refresh-s` without restarting): `episodes.plan` picks the meters whose
-   readings can matter (a reading above the raise level, a run or episode in progress, an
-   open no_data alert, a possible new peak); every other meter only moves its counters.
-3. In the JVM again, the readings of just those meters (`meter_readings`), which go
-   through the episode rules one by one; then silence against the watermark opens
-   no_data alerts and closes episodes of meters gone quiet, for every meter at once.
+   `--threshold-refresh-s` without restarting): series wholly behind the watermark are
+   dropped (late), and `episodes.plan` picks the meters whose readings can matter (a
+   reading above the raise level, a run or episode in progress, an open no_data alert, a
+   possible new peak); every other meter only moves its counters, vectorised.
+3. Only the arrays of those meters' series are unpacked (`series_readings`), and their
+   readings go through the episode rules one by one; then silence against the watermark
+   opens no_data alerts and closes episodes of meters gone quiet, for every meter at once.
 4. Alerts go to Cassandra `alerts_by_house` then RethinkDB `alerts` (upserts keyed by a
    deterministic id); malformed records to the Parquet quarantine
    (`smw.zones.alerts_quarantine`, one folder per batch); the changed meter state to
@@ -37,6 +38,8 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from smw import config, contract, jobs, zones
 from streaming import episodes
@@ -75,23 +78,39 @@ def series(parsed):
                        F.col("s.ts_s").alias("ts_s"), F.col("s.power_w").alias("power_w"))
 
 
+SUMMARY_COLUMNS = ["house_id", "meter", "appliance", "readings", "min_ts_s", "max_ts_s", "max_w"]
+
+
 def summaries(series_rows):
-    """Per series: house_id, meter, appliance, readings, min_ts_s, max_ts_s, max_w. No reading
-    leaves the JVM."""
+    """Per series: its summary (`SUMMARY_COLUMNS`: readings, first and last timestamp, highest
+    power), computed in the JVM, and its readings as two arrays (ts_s, power_w)."""
     from pyspark.sql import functions as F
 
     return series_rows.select("house_id", "meter", "appliance", F.size("ts_s").alias("readings"),
                               F.array_min("ts_s").alias("min_ts_s"), F.array_max("ts_s").alias("max_ts_s"),
-                              F.array_max("power_w").alias("max_w"))
+                              F.array_max("power_w").alias("max_w"), "ts_s", "power_w")
 
 
-def meter_readings(series_rows, house_ids: list[str]):
-    """The readings (house_id, meter, ts_s, power_w) of the houses in `house_ids`."""
-    from pyspark.sql import functions as F
+def collect_arrow(frame) -> pa.Table:
+    """The rows of a DataFrame in the driver as an Arrow table, by the Arrow collect `toPandas`
+    uses; array columns stay Arrow lists (no Python object per row)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
 
-    chosen = series_rows.where(F.col("house_id").isin(house_ids))
-    return chosen.select("house_id", "meter", F.explode(F.arrays_zip("ts_s", "power_w")).alias("p")).select(
-        "house_id", "meter", F.col("p.ts_s").alias("ts_s"), F.col("p.power_w").alias("power_w"))
+    batches = frame._collect_as_arrow()
+    return pa.Table.from_batches(batches) if batches else to_arrow_schema(frame.schema).empty_table()
+
+
+def series_readings(table: pa.Table, picked: np.ndarray) -> pd.DataFrame:
+    """The readings (house_id, meter, ts_s, power_w) of the series at positions `picked` of a
+    `summaries` table."""
+    chosen = table.take(pa.array(picked, type=pa.int64()))
+    parent = pc.list_parent_indices(chosen["ts_s"]).to_numpy()
+    return pd.DataFrame({
+        "house_id": chosen["house_id"].to_numpy(zero_copy_only=False)[parent],
+        "meter": chosen["meter"].to_numpy()[parent],
+        "ts_s": pc.list_flatten(chosen["ts_s"]).to_numpy(),
+        "power_w": pc.list_flatten(chosen["power_w"]).to_numpy(),
+    })
 
 
 # -- thresholds ------------------------------------------------------------------
@@ -194,7 +213,6 @@ class AlertBatches:
         self.last_batch_id = batch_id - 1
 
     def __call__(self, batch_df, batch_id: int) -> None:
-        from pyspark import StorageLevel
         from pyspark.sql import Observation
         from pyspark.sql import functions as F
 
@@ -206,38 +224,37 @@ class AlertBatches:
         emit = episodes._Emitter(rules, outcome)
         observation = Observation(f"alerts-batch-{batch_id}")
         counted = batch_df.observe(observation, F.count(F.when(F.col("error").isNotNull(), 1)).alias("malformed"))
-        # Kept for the second look at the meters that need their readings: the batch is read
-        # from Kafka and parsed once.
-        series_rows = series(counted).persist(StorageLevel.MEMORY_ONLY)
-        try:
-            found = summaries(series_rows).toPandas()
-            summarised_s = time.perf_counter() - started
-            quarantined = int(observation.get["malformed"])
-            # Readings behind the watermark are late: a series wholly behind it is dropped here;
-            # a meter with a series across it is read, and its late readings dropped, below.
-            behind = found["max_ts_s"] < watermark_s
-            late = int(found.loc[behind, "readings"].sum())
-            found = found[~behind]
-            summary = episodes.Summary.from_frame(found)
-            rows = states.rows(summary.house_id, summary.meter, summary.appliance)
-            threshold_w, normal_peak_w = self.thresholds.aligned(states)
-            straddling = summary.min_ts_s < watermark_s
-            raise_w = episodes.raise_levels(threshold_w[rows], normal_peak_w[rows], states.appliance[rows], rules)
-            needs = straddling | episodes.plan(states, rows, summary, raise_w, rules)
-            episodes.apply_summary(states, rows, summary, needs, outcome)
-            if needs.any():
-                readings = meter_readings(series_rows, sorted(set(summary.house_id[needs]))).toPandas()
-                wanted = pd.MultiIndex.from_arrays([summary.house_id[needs], summary.meter[needs]])
-                readings = readings[pd.MultiIndex.from_frame(readings[["house_id", "meter"]]).isin(wanted)]
-                on_time = readings["ts_s"] >= watermark_s
-                late += int((~on_time).sum())
-                readings = readings[on_time]
-                reading_rows = states.rows(readings["house_id"], readings["meter"])
-                readings = readings.assign(threshold_w=threshold_w[reading_rows],
-                                           normal_peak_w=normal_peak_w[reading_rows])
-                episodes.apply_readings(states, readings, rules, emit, outcome)
-        finally:
-            series_rows.unpersist()
+        # One Spark job per batch: the batch is read from Kafka and parsed once, and each series
+        # comes to the driver summarised, with its readings as Arrow arrays that only the
+        # series of the meters that need them are ever unpacked from.
+        table = collect_arrow(summaries(series(counted)))
+        summarised_s = time.perf_counter() - started
+        quarantined = int(observation.get["malformed"])
+        found = table.select(SUMMARY_COLUMNS).to_pandas()
+        # Readings behind the watermark are late: a series wholly behind it is dropped here;
+        # a meter with a series across it is read, and its late readings dropped, below.
+        on_time_series = (found["max_ts_s"] >= watermark_s).to_numpy()
+        late = int(found.loc[~on_time_series, "readings"].sum())
+        summary = episodes.Summary.from_frame(found[on_time_series])
+        rows = states.rows(summary.house_id, summary.meter, summary.appliance)
+        threshold_w, normal_peak_w = self.thresholds.aligned(states)
+        straddling = summary.min_ts_s < watermark_s
+        raise_w = episodes.raise_levels(threshold_w[rows], normal_peak_w[rows], states.appliance[rows], rules)
+        needs = straddling | episodes.plan(states, rows, summary, raise_w, rules)
+        episodes.apply_summary(states, rows, summary, needs, outcome)
+        if needs.any():
+            needed = np.zeros(len(states), dtype=bool)
+            needed[rows[needs]] = True
+            series_at = np.flatnonzero(on_time_series)
+            picked = series_at[needed[states.rows(found["house_id"].to_numpy()[series_at],
+                                                  found["meter"].to_numpy()[series_at])]]
+            readings = series_readings(table, picked)
+            on_time = readings["ts_s"].to_numpy() >= watermark_s
+            late += int((~on_time).sum())
+            readings = readings[on_time]
+            reading_rows = states.rows(readings["house_id"].to_numpy(), readings["meter"].to_numpy())
+            readings = readings.assign(threshold_w=threshold_w[reading_rows], normal_peak_w=normal_peak_w[reading_rows])
+            episodes.apply_readings(states, readings, rules, emit, outcome)
         if quarantined:
             self._quarantine(batch_df, batch_id, quarantined)
         if len(summary):
