@@ -1,10 +1,12 @@
 """Alert episode detection over readings of many meters: pure numpy/pandas, no Spark.
 
-The streaming job keeps one `MeterStates` per bucket of houses in Spark's state
-store and calls `detect()` once per bucket and micro-batch. Keeping many meters
-per state key, with a vectorised path for the common case (no reading above the
-raise level), is what lets one Python call per bucket handle tens of thousands of
-meters per second; one Python call per meter would not keep up on two cores.
+The alert job (`streaming.alerts`) keeps one `MeterStates` for the whole fleet in its
+driver: columns of numpy arrays, a row per (house, meter). Per micro-batch it runs the
+steps of `detect()` on a summary of each meter's readings (`plan`, `apply_summary`),
+the readings of the few meters that need them (`apply_readings`) and the silence of
+every meter (`apply_silence`), so a batch costs what its readings and its active meters
+cost. `detect()` is the same on readings in memory: the reference the tests and the
+in-process evaluation use.
 
 Rules (all in `Rules`, defaults documented in docs/streaming.md):
 
