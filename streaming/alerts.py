@@ -102,7 +102,7 @@ def collect_arrow(frame) -> pa.Table:
 
 def series_readings(table: pa.Table, picked: np.ndarray) -> pd.DataFrame:
     """The readings (house_id, meter, ts_s, power_w) of the series at positions `picked` of a
-    `summaries` table."""
+    `summaries` table; `series` is each reading's position in `picked`."""
     chosen = table.take(pa.array(picked, type=pa.int64()))
     parent = pc.list_parent_indices(chosen["ts_s"]).to_numpy()
     return pd.DataFrame({
@@ -110,6 +110,7 @@ def series_readings(table: pa.Table, picked: np.ndarray) -> pd.DataFrame:
         "meter": chosen["meter"].to_numpy()[parent],
         "ts_s": pc.list_flatten(chosen["ts_s"]).to_numpy(),
         "power_w": pc.list_flatten(chosen["power_w"]).to_numpy(),
+        "series": parent,
     })
 
 
@@ -129,7 +130,6 @@ class Thresholds:
         self.refresh_s = refresh_s
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._fresh: dict | None = None
         self._by_meter = self.read()
         self._aligned = np.empty((0, 2))
@@ -160,8 +160,7 @@ class Thresholds:
                 with self._lock:
                     self._fresh = fresh
 
-        self._thread = threading.Thread(target=loop, name="thresholds-refresh", daemon=True)
-        self._thread.start()
+        threading.Thread(target=loop, name="thresholds-refresh", daemon=True).start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -246,13 +245,14 @@ class AlertBatches:
             needed = np.zeros(len(states), dtype=bool)
             needed[rows[needs]] = True
             series_at = np.flatnonzero(on_time_series)
-            picked = series_at[needed[states.rows(found["house_id"].to_numpy()[series_at],
-                                                  found["meter"].to_numpy()[series_at])]]
-            readings = series_readings(table, picked)
+            series_state = states.rows(found["house_id"].to_numpy()[series_at], found["meter"].to_numpy()[series_at])
+            chosen = needed[series_state]
+            readings = series_readings(table, series_at[chosen])
+            # Each reading's meter row follows from its series: no lookup per reading.
+            reading_rows = series_state[chosen][readings["series"].to_numpy()]
             on_time = readings["ts_s"].to_numpy() >= watermark_s
             late += int((~on_time).sum())
-            readings = readings[on_time]
-            reading_rows = states.rows(readings["house_id"].to_numpy(), readings["meter"].to_numpy())
+            readings, reading_rows = readings[on_time], reading_rows[on_time]
             readings = readings.assign(threshold_w=threshold_w[reading_rows], normal_peak_w=normal_peak_w[reading_rows])
             episodes.apply_readings(states, readings, rules, emit, outcome)
         if quarantined:
