@@ -49,6 +49,10 @@ class Params:
         2, "a meter's normal peak is the highest level it reaches on at least this many local days of the window")
     peak_readings: int = config.option(
         3, "consecutive readings a level must be held for to count as reached (the alert rules' --min-readings)")
+    run_multiplier: float = config.option(
+        2.0, "a meter's min_run_s times its runs above threshold_w x this (keep it the alert job's --multiplier)")
+    run_gap_s: float = config.option(
+        60.0, "readings further apart than this break a run, which is then not timed (the alert job's --run-gap-s)")
     fleet_min_meters: int = config.option(
         2, "meters of one appliance, on in their window, the fleet needs before its medians stand in for a meter")
     default_tz: str = config.option("America/New_York", "time zone of houses without metadata")
@@ -59,6 +63,8 @@ class Params:
                 raise ValueError(f"{name} maximum sample period must be in (0, 3600] s, got {cap}")
         if not 0 < self.quantile < 1:
             raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if self.run_multiplier <= 0 or self.run_gap_s <= 0:
+            raise ValueError(f"run multiplier and run gap must be > 0, got {self.run_multiplier}, {self.run_gap_s}")
         if self.standby_ratio < 0:
             raise ValueError(f"standby ratio must be >= 0, got {self.standby_ratio}")
         for name in ("window_days", "peak_days", "peak_readings", "fleet_min_meters"):
@@ -69,7 +75,7 @@ class Params:
 
 # The Params a nightly run takes from its command line (--zone sets default_tz).
 CLI_PARAMS = ("mains_cap_s", "circuit_cap_s", "quantile", "off_level_w", "standby_ratio", "window_days", "peak_days",
-              "peak_readings", "fleet_min_meters")
+              "peak_readings", "run_multiplier", "run_gap_s", "fleet_min_meters")
 
 
 # -- transforms ----------------------------------------------------------------------
@@ -85,6 +91,7 @@ def stats_schema():
         ("house_id", text), ("meter", IntegerType()), ("day", DateType()), ("hour_start_s", double),
         ("energy_j", double), ("covered_s", double), ("samples", count), ("min_w", double), ("max_w", double),
         ("threshold_w", double), ("threshold_samples", count), ("peak_w", double), ("top_w", double),
+        ("min_run_s", double),
         ("label", text), ("appliance", text),
     )])
 
@@ -111,13 +118,15 @@ def meter_rows(house_id: str, meter: int, label: str | None, appliance: str | No
     local_day = np.floor(energy.local_seconds(ts_s, tz) / 86400.0)
     in_window = (local_day >= (threshold_days[0] - epoch).days) & (local_day <= (threshold_days[1] - epoch).days)
     levels = energy.meter_levels(ts_s[in_window], power_w[in_window], tz, params.quantile, params.off_level_w,
-                                 params.standby_ratio, params.peak_readings, params.peak_days)
+                                 params.standby_ratio, params.peak_readings, params.peak_days,
+                                 run_multiplier=params.run_multiplier, run_gap_s=params.run_gap_s)
     threshold_row = pd.DataFrame({"house_id": [house_id], "meter": [meter], "day": [None],
                                   "threshold_w": [levels.threshold_w], "threshold_samples": [levels.samples],
-                                  "peak_w": [levels.peak_w], "top_w": [levels.top_w], "label": [label],
+                                  "peak_w": [levels.peak_w], "top_w": [levels.top_w],
+                                  "min_run_s": [levels.min_run_s], "label": [label],
                                   "appliance": [appliance]})
     hour_rows = hours[HOUR_COLUMNS].assign(threshold_w=np.nan, threshold_samples=0, peak_w=np.nan, top_w=np.nan,
-                                           label=None, appliance=None)
+                                           min_run_s=np.nan, label=None, appliance=None)
     return pd.concat([hour_rows, threshold_row], ignore_index=True)
 
 
@@ -299,9 +308,9 @@ def zip_energy(totals, houses_df):
 
 
 # The meters of one appliance, as `judge_appliance` gets and returns them.
-FLEET_INPUT = ["house_id", "meter", "appliance", "threshold_w", "threshold_samples", "peak_w", "top_w"]
+FLEET_INPUT = ["house_id", "meter", "appliance", "threshold_w", "threshold_samples", "peak_w", "top_w", "min_run_s"]
 FLEET_OUTPUT_DDL = ("house_id string, meter int, appliance string, threshold_w double, samples bigint, "
-                    "normal_peak_w double, fleet_meters int")
+                    "normal_peak_w double, fleet_meters int, min_run_s double")
 
 
 def judge_appliance(meters: pd.DataFrame, min_meters: int) -> pd.DataFrame:
@@ -316,7 +325,7 @@ def judge_appliance(meters: pd.DataFrame, min_meters: int) -> pd.DataFrame:
                                                                     peak_w, top_w, prior)
     return pd.DataFrame({"house_id": meters["house_id"], "meter": meters["meter"], "appliance": meters["appliance"],
                          "threshold_w": threshold_w, "samples": samples, "normal_peak_w": normal_peak_w,
-                         "fleet_meters": fleet_meters.astype(np.int32)})
+                         "fleet_meters": fleet_meters.astype(np.int32), "min_run_s": meters["min_run_s"]})
 
 
 def thresholds(stats, params: Params, computed_at: dt.datetime):
@@ -337,7 +346,7 @@ def thresholds(stats, params: Params, computed_at: dt.datetime):
         partial(judge_appliance, min_meters=params.fleet_min_meters), FLEET_OUTPUT_DDL)
     return judged.select(
         "house_id", "meter", "appliance", F.lit(params.quantile).alias("quantile"), "threshold_w", "samples",
-        "normal_peak_w", "fleet_meters", F.lit(params.peak_days).alias("peak_days"),
+        "normal_peak_w", "fleet_meters", "min_run_s", F.lit(params.peak_days).alias("peak_days"),
         F.lit(params.window_days).alias("window_days"), F.lit(computed_at).cast("timestamp").alias("computed_at"),
     )
 

@@ -184,6 +184,45 @@ def held_levels_by_day(ts_s: np.ndarray, power_w: np.ndarray, tz: str, run_readi
     return np.sort(daily_w)[::-1]
 
 
+def run_durations_by_day(ts_s: np.ndarray, power_w: np.ndarray, tz: str, level_w: float, run_readings: int,
+                         gap_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(durations_s, local_day) of the meter's whole runs above `level_w`, in time order.
+
+    A run is a maximal sequence of at least `run_readings` consecutive readings above the
+    level, each within `gap_s` of the one before; it is whole when a reading at or below the
+    level comes within `gap_s` before it and after it, so its duration (first to last reading
+    above the level) is what the meter did, not where the data starts, stops or has a hole.
+    Its day is the local day of its last reading. Duplicate timestamps are merged first.
+    """
+    if run_readings < 1:
+        raise ValueError(f"a run is at least one reading, got {run_readings}")
+    ts, power = merge_duplicates(np.asarray(ts_s, dtype=np.float64), np.asarray(power_w, dtype=np.float64))
+    none = (np.empty(0), np.empty(0, dtype=np.int64))
+    if len(ts) < run_readings + 2 or not np.isfinite(level_w):
+        return none
+    above = power > level_w
+    joined = np.diff(ts) <= gap_s  # reading k+1 follows reading k closely enough to continue what it does
+    # Runs of `above` cut wherever a reading is below the level or a gap opens.
+    starts = np.flatnonzero(above & np.r_[True, ~(above[:-1] & joined)])
+    ends = np.flatnonzero(above & np.r_[~(above[1:] & joined), True])
+    whole = ((ends - starts + 1 >= run_readings) & (starts > 0) & (ends < len(ts) - 1))
+    starts, ends = starts[whole], ends[whole]
+    whole = joined[starts - 1] & joined[ends]  # the readings either side are below the level, and close
+    starts, ends = starts[whole], ends[whole]
+    day = np.floor(local_seconds(ts[ends], tz) / 86400.0).astype(np.int64)
+    return ts[ends] - ts[starts], day
+
+
+def shortest_run_s(ts_s: np.ndarray, power_w: np.ndarray, tz: str, level_w: float, run_readings: int, gap_s: float,
+                   run_days: int) -> float:
+    """The shortest whole run above `level_w` (`run_durations_by_day`), where the meter made such
+    runs on at least `run_days` local days; NaN otherwise (too little to say how long they last)."""
+    durations_s, day = run_durations_by_day(ts_s, power_w, tz, level_w, run_readings, gap_s)
+    if len(np.unique(day)) < max(run_days, 1):
+        return float("nan")
+    return float(durations_s.min())
+
+
 @dataclass(frozen=True)
 class MeterLevels:
     """What one meter did over its threshold window (see `meter_levels`)."""
@@ -192,10 +231,12 @@ class MeterLevels:
     samples: int  # readings above the off level
     peak_w: float  # highest level held on at least `peak_days` local days; NaN if not above the off level
     top_w: float  # highest level held on any one day; NaN if not above the off level
+    min_run_s: float  # shortest whole run above threshold_w x run_multiplier; NaN unless on peak_days days
 
 
 def meter_levels(ts_s: np.ndarray, power_w: np.ndarray, tz: str, quantile: float, off_level_w: float,
-                 standby_ratio: float, run_readings: int, peak_days: int) -> MeterLevels:
+                 standby_ratio: float, run_readings: int, peak_days: int, *, run_multiplier: float,
+                 run_gap_s: float) -> MeterLevels:
     """A meter's usual power in use (`quantile_threshold`) and the levels of its repertoire.
 
     The repertoire comes from `held_levels_by_day`: `peak_w` is the `peak_days`-th highest
@@ -203,19 +244,23 @@ def meter_levels(ts_s: np.ndarray, power_w: np.ndarray, tz: str, quantile: float
     (a fridge's defrost, a dryer's heating phase, two kitchen loads at once on several
     days); `top_w` is the highest level of any day (a level seen once). Either is NaN when
     it is not above the meter's off level: a meter that was not switched on on enough days
-    has no peak of its own.
+    has no peak of its own. `min_run_s` says how long the meter stays above its threshold x
+    `run_multiplier` when it goes there (`shortest_run_s`, on at least `peak_days` days): a
+    defrost heater runs its fixed quarter hour, a load that only looks like it does not.
     """
     power = np.asarray(power_w, dtype=np.float64)
     threshold_w, samples = quantile_threshold(power, quantile, off_level_w, standby_ratio)
     if not len(power):
-        return MeterLevels(threshold_w, samples, float("nan"), float("nan"))
+        return MeterLevels(threshold_w, samples, float("nan"), float("nan"), float("nan"))
     off_w = off_level(power, off_level_w, standby_ratio)
     daily_w = held_levels_by_day(ts_s, power, tz, run_readings)
 
     def above_off(rank: int) -> float:
         return float(daily_w[rank]) if len(daily_w) > rank and daily_w[rank] > off_w else float("nan")
 
-    return MeterLevels(threshold_w, samples, above_off(peak_days - 1), above_off(0))
+    min_run_s = (shortest_run_s(ts_s, power, tz, threshold_w * run_multiplier, run_readings, run_gap_s, peak_days)
+                 if samples else float("nan"))
+    return MeterLevels(threshold_w, samples, above_off(peak_days - 1), above_off(0), min_run_s)
 
 
 @dataclass(frozen=True)

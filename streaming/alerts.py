@@ -118,8 +118,8 @@ def series_readings(table: pa.Table, picked: np.ndarray) -> pd.DataFrame:
 
 
 class Thresholds:
-    """Each meter's threshold_w and normal_peak_w from the Cassandra `thresholds` table, kept in
-    the driver beside the meter rows (`aligned`).
+    """Each meter's threshold_w, normal_peak_w and min_run_s from the Cassandra `thresholds`
+    table, kept in the driver beside the meter rows (`aligned`).
 
     A background thread re-reads the table every `refresh_s`; a batch picks the new rows up
     when it starts, so a change applies within one refresh interval, without a restart.
@@ -132,17 +132,20 @@ class Thresholds:
         self._stop = threading.Event()
         self._fresh: dict | None = None
         self._by_meter = self.read()
-        self._aligned = np.empty((0, 2))
+        self._aligned = np.empty((0, 3))
 
-    def read(self) -> dict[tuple[str, int], tuple[float, float]]:
-        """{(house_id, meter): (threshold_w, normal_peak_w)} of every meter with a threshold
-        (normal_peak_w NaN where none is known)."""
+    def read(self) -> dict[tuple[str, int], tuple[float, float, float]]:
+        """{(house_id, meter): (threshold_w, normal_peak_w, min_run_s)} of every meter with a
+        threshold (the others NaN where none is known)."""
         from smw import cql
+
+        def known(value) -> float:
+            return np.nan if value is None else value
 
         handle, session = cql.connect(self.settings)
         try:
-            rows = session.execute("SELECT house_id, meter, threshold_w, normal_peak_w FROM thresholds")
-            found = {(r.house_id, r.meter): (r.threshold_w, np.nan if r.normal_peak_w is None else r.normal_peak_w)
+            rows = session.execute("SELECT house_id, meter, threshold_w, normal_peak_w, min_run_s FROM thresholds")
+            found = {(r.house_id, r.meter): (r.threshold_w, known(r.normal_peak_w), known(r.min_run_s))
                      for r in rows if r.threshold_w is not None}
         finally:
             handle.shutdown()
@@ -165,19 +168,19 @@ class Thresholds:
     def stop(self) -> None:
         self._stop.set()
 
-    def aligned(self, states: episodes.MeterStates) -> tuple[np.ndarray, np.ndarray]:
-        """(threshold_w, normal_peak_w) per row of `states` (NaN where none), with the newest
-        thresholds read."""
+    def aligned(self, states: episodes.MeterStates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(threshold_w, normal_peak_w, min_run_s) per row of `states` (NaN where none), with the
+        newest thresholds read."""
         with self._lock:
             fresh, self._fresh = self._fresh, None
         if fresh is not None:
-            self._by_meter, self._aligned = fresh, np.empty((0, 2))
+            self._by_meter, self._aligned = fresh, np.empty((0, 3))
         known = len(self._aligned)
         if known < len(states):
-            added = [self._by_meter.get((h, int(m)), (np.nan, np.nan))
+            added = [self._by_meter.get((h, int(m)), (np.nan, np.nan, np.nan))
                      for h, m in zip(states.house_id[known:], states.meter[known:])]
-            self._aligned = np.concatenate([self._aligned, np.asarray(added, dtype=np.float64).reshape(-1, 2)])
-        return self._aligned[:, 0], self._aligned[:, 1]
+            self._aligned = np.concatenate([self._aligned, np.asarray(added, dtype=np.float64).reshape(-1, 3)])
+        return self._aligned[:, 0], self._aligned[:, 1], self._aligned[:, 2]
 
 
 # -- the micro-batch --------------------------------------------------------------
@@ -236,10 +239,11 @@ class AlertBatches:
         late = int(found.loc[~on_time_series, "readings"].sum())
         summary = episodes.Summary.from_frame(found[on_time_series])
         rows = states.rows(summary.house_id, summary.meter, summary.appliance)
-        threshold_w, normal_peak_w = self.thresholds.aligned(states)
+        threshold_w, normal_peak_w, min_run_s = self.thresholds.aligned(states)
         straddling = summary.min_ts_s < watermark_s
         raise_w = episodes.raise_levels(threshold_w[rows], normal_peak_w[rows], states.appliance[rows], rules)
-        needs = straddling | episodes.plan(states, rows, summary, raise_w, rules)
+        run_w = episodes.run_levels(threshold_w[rows], min_run_s[rows], raise_w, rules)
+        needs = straddling | episodes.plan(states, rows, summary, raise_w, rules, run_w)
         episodes.apply_summary(states, rows, summary, needs, outcome)
         if needs.any():
             needed = np.zeros(len(states), dtype=bool)
@@ -253,7 +257,8 @@ class AlertBatches:
             on_time = readings["ts_s"].to_numpy() >= watermark_s
             late += int((~on_time).sum())
             readings, reading_rows = readings[on_time], reading_rows[on_time]
-            readings = readings.assign(threshold_w=threshold_w[reading_rows], normal_peak_w=normal_peak_w[reading_rows])
+            readings = readings.assign(threshold_w=threshold_w[reading_rows], normal_peak_w=normal_peak_w[reading_rows],
+                                       min_run_s=min_run_s[reading_rows])
             episodes.apply_readings(states, readings, rules, emit, outcome)
         if quarantined:
             self._quarantine(batch_df, batch_id, quarantined)

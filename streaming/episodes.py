@@ -16,6 +16,12 @@ Rules (all in `Rules`, defaults documented in docs/streaming.md):
   after `clear_readings` consecutive readings below threshold_w x clear_multiplier
   (hysteresis); mains meters only if `overshoot_on_mains`. A new episode that would open within `cooldown_s` of the previous
   one's end re-opens that episode (same id) instead of raising another alert.
+* overshoot, short run: a whole run above threshold_w x multiplier (at least `min_readings`
+  readings, the readings either side below it and within `run_gap_s`) that ends after less
+  than `short_run_ratio` x the meter's shortest such run in its window (`min_run_s`,
+  learnt nightly) opens an episode at the run's start when it ends: a load at the level of
+  the fridge's defrost is not the defrost when it stops after a few minutes. It clears as
+  any episode does.
 * no_data: a meter that has reported at least `no_data_min_readings` readings and
   then stays silent for more than `no_data_after_s` of event time (measured against
   the watermark) opens a no_data alert; its next reading closes it.
@@ -54,6 +60,11 @@ class Rules:
     cooldown_s: float = _rule(300.0, "a run starting this soon after a close re-opens the same episode")
     stale_close_s: float = _rule(
         300.0, "an open episode of a meter silent this long (event time) closes at its last reading")
+    short_run_ratio: float = _rule(
+        0.6, "a whole run above threshold_w x multiplier shorter than the meter's shortest usual run (min_run_s) "
+             "x this is an overshoot too (0: off)")
+    run_gap_s: float = _rule(
+        60.0, "readings further apart than this break a run: such a run is not timed (the nightly's --run-gap-s)")
     critical_ratio: float = _rule(3.0, "severity critical when peak_w >= threshold_w x this, else warning")
     overshoot_on_mains: bool = _rule(False, "raise overshoot alerts on mains meters too")
     no_data_after_s: float = _rule(1800.0, "silence (event time, against the watermark) that opens a no_data alert")
@@ -66,8 +77,8 @@ class Rules:
 # Per-meter state columns and their empty values.
 _FLOAT_COLUMNS = ("first_ts_s", "last_ts_s", "record_w", "peak_alert_ts_s", "cand_start_ts_s", "cand_sum_w",
                   "cand_peak_w", "ep_start_ts_s", "ep_sum_w", "ep_peak_w", "ep_threshold_w", "below_start_ts_s",
-                  "closed_ts_s", "no_data_start_ts_s")
-_INT_COLUMNS = ("readings", "phase", "cand_n", "ep_n", "below_n")
+                  "closed_ts_s", "no_data_start_ts_s", "run_start_ts_s", "run_sum_w", "run_peak_w")
+_INT_COLUMNS = ("readings", "phase", "cand_n", "ep_n", "below_n", "run_n", "run_whole")
 
 
 @dataclass
@@ -168,10 +179,13 @@ class MeterStates:
             self.append(np.asarray(table["house_id"].to_pylist(), dtype=object)[picked],
                         table["meter"].to_numpy()[picked],
                         np.asarray(table["appliance"].to_pylist(), dtype=object)[picked])
+        # A state written before a column existed leaves that column empty (NaN, 0).
         for c in _FLOAT_COLUMNS:
-            self.floats[c][rows] = table[c].to_numpy()
+            if c in table.column_names:
+                self.floats[c][rows] = table[c].to_numpy()
         for c in _INT_COLUMNS:
-            self.ints[c][rows] = table[c].to_numpy()
+            if c in table.column_names:
+                self.ints[c][rows] = table[c].to_numpy()
 
     def to_bytes(self) -> bytes:
         """Arrow IPC bytes of the whole state."""
@@ -308,12 +322,29 @@ def raise_levels(threshold_w: np.ndarray, normal_peak_w: np.ndarray, appliance: 
     return raise_w
 
 
-def plan(states: MeterStates, rows: np.ndarray, summary: Summary, raise_w: np.ndarray, rules: Rules
-         ) -> np.ndarray:
+def run_levels(threshold_w: np.ndarray, min_run_s: np.ndarray, raise_w: np.ndarray, rules: Rules) -> np.ndarray:
+    """Per meter, the power above which its runs are timed (threshold_w x multiplier), NaN where
+    they are not (`short_runs`)."""
+    short_s = short_runs(threshold_w, min_run_s, raise_w, rules)
+    return np.where(np.isnan(short_s), np.nan, np.asarray(threshold_w, dtype=np.float64) * rules.multiplier)
+
+
+def short_runs(threshold_w: np.ndarray, min_run_s: np.ndarray, raise_w: np.ndarray, rules: Rules) -> np.ndarray:
+    """Per meter, the duration below which a whole run above threshold_w x multiplier is an
+    overshoot (`short_run_ratio` x min_run_s); NaN where runs are not timed: no usual run
+    length known, the rule off, or the meter not judged (no raise level)."""
+    short_s = np.asarray(min_run_s, dtype=np.float64) * rules.short_run_ratio
+    return np.where(np.isnan(raise_w) | np.isnan(np.asarray(threshold_w, dtype=np.float64)) | (short_s <= 0),
+                    np.nan, short_s)
+
+
+def plan(states: MeterStates, rows: np.ndarray, summary: Summary, raise_w: np.ndarray, rules: Rules,
+         run_w: np.ndarray | None = None) -> np.ndarray:
     """Which meters of the batch need their readings, one by one: True where a meter's readings
     can change more than its counters.
 
-    That is a meter with a reading above its raise level, a run or an episode in progress,
+    That is a meter with a reading above its raise level or, where its runs are timed, above
+    `run_w` (threshold_w x multiplier; NaN: not timed), a run or an episode in progress,
     a no_data alert open (its next reading closes it), a possible new peak, or readings both
     older and newer than its last one (only those after it count). Every other meter only
     moves its counters (`apply_summary`): an idle meter ignores readings below the raise level.
@@ -326,7 +357,9 @@ def plan(states: MeterStates, rows: np.ndarray, summary: Summary, raise_w: np.nd
                   & (summary.max_ts_s - np.nan_to_num(f["first_ts_s"][rows], nan=np.inf) >= rules.new_peak_warmup_s)
                   & (summary.max_w > np.nan_to_num(f["record_w"][rows], nan=np.inf) * rules.new_peak_margin))
     busy = ((summary.max_w > raise_w) | (g["phase"][rows] != IDLE) | ~np.isnan(f["no_data_start_ts_s"][rows])
-            | peak_watch | ~all_fresh)
+            | ~np.isnan(f["run_start_ts_s"][rows]) | peak_watch | ~all_fresh)
+    if run_w is not None:
+        busy |= summary.max_w > run_w
     return any_fresh & busy
 
 
@@ -351,8 +384,8 @@ def apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit:
     """Readings of the meters that need them, one by one through the state machine.
 
     `batch` holds every reading of those meters in the micro-batch (house_id, meter,
-    ts_s, power_w, threshold_w, normal_peak_w); readings at or before a meter's last one
-    carry no news.
+    ts_s, power_w, threshold_w, normal_peak_w, min_run_s); readings at or before a meter's
+    last one carry no news.
     """
     if not len(batch):
         return
@@ -367,6 +400,7 @@ def apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit:
     threshold_w = batch["threshold_w"].to_numpy(dtype=np.float64)
     raise_w = raise_levels(threshold_w, batch["normal_peak_w"].to_numpy(dtype=np.float64),
                            np.repeat(states.appliance[rows], ends - starts), rules)
+    short_s = short_runs(threshold_w, batch["min_run_s"].to_numpy(dtype=np.float64), raise_w, rules)
     # Without a raise level (no threshold, or mains not judged) nothing opens or clears.
     threshold_w = np.where(np.isnan(raise_w), np.nan, threshold_w)
     last_ts_s = np.repeat(np.nan_to_num(states.floats["last_ts_s"][rows], nan=-np.inf), ends - starts)
@@ -375,14 +409,14 @@ def apply_readings(states: MeterStates, batch: pd.DataFrame, rules: Rules, emit:
     for k, i in enumerate(rows):
         for j in range(starts[k], ends[k]):
             if fresh[j]:
-                _step(states, i, ts_s[j], power_w[j], threshold_w[j], raise_w[j], rules, emit)
+                _step(states, i, ts_s[j], power_w[j], threshold_w[j], raise_w[j], short_s[j], rules, emit)
 
 
 def detect(states: MeterStates, batch: pd.DataFrame, watermark_s: float, rules: Rules) -> Outcome:
     """Advance `states` in place with a batch of readings; returns the alert rows to write.
 
     `batch` has columns house_id, meter, appliance, ts_s, power_w, threshold_w (NaN
-    when the meter has no threshold) and normal_peak_w (NaN when none is known).
+    when the meter has no threshold), normal_peak_w and min_run_s (NaN when none is known).
     `watermark_s` is the event-time watermark the batch started with (0 before any). This is the rules over every reading in memory:
     the alert job runs the same steps, `plan`, `apply_summary` and `apply_readings`, on a
     summary computed in the JVM and on the readings of the meters that need them only.
@@ -392,11 +426,13 @@ def detect(states: MeterStates, batch: pd.DataFrame, watermark_s: float, rules: 
     if len(batch):
         summary = summarise(batch)
         rows = states.rows(summary.house_id, summary.meter, summary.appliance)
-        limits = (batch.groupby(["house_id", "meter"], sort=False)[["threshold_w", "normal_peak_w"]].max()
-                  .reindex(pd.MultiIndex.from_arrays([summary.house_id, summary.meter])))
-        raise_w = raise_levels(limits["threshold_w"].to_numpy(dtype=np.float64),
-                               limits["normal_peak_w"].to_numpy(dtype=np.float64), states.appliance[rows], rules)
-        needs = plan(states, rows, summary, raise_w, rules)
+        limits = (batch.groupby(["house_id", "meter"], sort=False)[["threshold_w", "normal_peak_w", "min_run_s"]]
+                  .max().reindex(pd.MultiIndex.from_arrays([summary.house_id, summary.meter])))
+        threshold_w = limits["threshold_w"].to_numpy(dtype=np.float64)
+        raise_w = raise_levels(threshold_w, limits["normal_peak_w"].to_numpy(dtype=np.float64),
+                               states.appliance[rows], rules)
+        needs = plan(states, rows, summary, raise_w, rules,
+                     run_levels(threshold_w, limits["min_run_s"].to_numpy(dtype=np.float64), raise_w, rules))
         apply_summary(states, rows, summary, needs, outcome)
         wanted = set(zip(summary.house_id[needs], summary.meter[needs].tolist()))
         keep = [(h, m) in wanted for h, m in zip(batch["house_id"], batch["meter"].tolist())]
@@ -416,8 +452,57 @@ def next_no_data_deadline(states: MeterStates, rules: Rules) -> float:
     return float(np.min(states.floats["last_ts_s"][eligible])) + rules.no_data_after_s
 
 
-def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: float, raise_w: float, rules: Rules,
-          emit: _Emitter):
+def _open(s: MeterStates, i: int, start_ts_s: float, n: int, sum_w: float, peak_w: float, threshold_w: float,
+          rules: Rules, emit: _Emitter) -> None:
+    """Open an overshoot episode of readings from `start_ts_s` on (n of them, their sum and peak).
+    Within the cooldown of the previous episode's end, that episode goes on (same id)."""
+    f, g = s.floats, s.ints
+    closed_ts_s = f["closed_ts_s"][i]
+    if not math.isnan(closed_ts_s) and start_ts_s - closed_ts_s <= rules.cooldown_s:
+        g["ep_n"][i] += n
+        f["ep_sum_w"][i] += sum_w
+        f["ep_peak_w"][i] = max(f["ep_peak_w"][i], peak_w)
+    else:
+        f["ep_start_ts_s"][i] = start_ts_s
+        g["ep_n"][i] = n
+        f["ep_sum_w"][i] = sum_w
+        f["ep_peak_w"][i] = peak_w
+        f["ep_threshold_w"][i] = threshold_w
+    g["phase"][i] = OPEN
+    g["below_n"][i] = 0
+    emit.overshoot(s, i, None)
+
+
+def _time_run(s: MeterStates, i: int, ts_s: float, power_w: float, previous_ts_s: float, threshold_w: float,
+              short_s: float, rules: Rules, emit: _Emitter) -> None:
+    """Follow the meter's run above threshold_w x multiplier; when a whole run ends shorter than
+    `short_s` (NaN: runs not timed) with no episode open, open one from the run's start."""
+    f, g = s.floats, s.ints
+    joined = ts_s - previous_ts_s <= rules.run_gap_s  # False after a gap, and for the first reading (NaN)
+    if power_w > threshold_w * rules.multiplier:
+        if math.isnan(f["run_start_ts_s"][i]):
+            f["run_start_ts_s"][i] = ts_s
+            g["run_n"][i] = 0
+            f["run_sum_w"][i] = 0.0
+            f["run_peak_w"][i] = power_w
+            g["run_whole"][i] = int(joined)  # the reading before was below the level, and close
+        elif not joined:
+            g["run_whole"][i] = 0  # a hole inside the run: its length is unknown
+        g["run_n"][i] += 1
+        f["run_sum_w"][i] += power_w
+        f["run_peak_w"][i] = max(f["run_peak_w"][i], power_w)
+        return
+    start_ts_s = f["run_start_ts_s"][i]
+    if math.isnan(start_ts_s):
+        return
+    f["run_start_ts_s"][i] = math.nan
+    if (g["run_whole"][i] and joined and g["run_n"][i] >= rules.min_readings and g["phase"][i] != OPEN
+            and previous_ts_s - start_ts_s < short_s):
+        _open(s, i, start_ts_s, int(g["run_n"][i]), f["run_sum_w"][i], f["run_peak_w"][i], threshold_w, rules, emit)
+
+
+def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: float, raise_w: float, short_s: float,
+          rules: Rules, emit: _Emitter):
     """One reading of one meter through the state machine."""
     f, g = s.floats, s.ints
     if not math.isnan(f["no_data_start_ts_s"][i]):
@@ -425,6 +510,7 @@ def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: floa
         f["no_data_start_ts_s"][i] = math.nan
     if math.isnan(f["first_ts_s"][i]):
         f["first_ts_s"][i] = ts_s
+    previous_ts_s = f["last_ts_s"][i]
     f["last_ts_s"][i] = ts_s
     g["readings"][i] += 1
 
@@ -439,7 +525,12 @@ def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: floa
     if math.isnan(threshold_w):
         if g["phase"][i] == CANDIDATE:
             g["phase"][i] = IDLE
+        f["run_start_ts_s"][i] = math.nan
         return
+    if math.isnan(short_s):
+        f["run_start_ts_s"][i] = math.nan
+    else:
+        _time_run(s, i, ts_s, power_w, previous_ts_s, threshold_w, short_s, rules, emit)
     phase = g["phase"][i]
     if phase == OPEN:
         if power_w >= threshold_w * rules.clear_multiplier:
@@ -468,21 +559,8 @@ def _step(s: MeterStates, i: int, ts_s: float, power_w: float, threshold_w: floa
         f["cand_sum_w"][i] += power_w
         f["cand_peak_w"][i] = max(f["cand_peak_w"][i], power_w)
         if g["cand_n"][i] >= rules.min_readings or ts_s - f["cand_start_ts_s"][i] >= rules.min_duration_s:
-            closed_ts_s = f["closed_ts_s"][i]
-            if not math.isnan(closed_ts_s) and f["cand_start_ts_s"][i] - closed_ts_s <= rules.cooldown_s:
-                # Within the cooldown: the previous episode goes on (same id), no new alert.
-                g["ep_n"][i] += g["cand_n"][i]
-                f["ep_sum_w"][i] += f["cand_sum_w"][i]
-                f["ep_peak_w"][i] = max(f["ep_peak_w"][i], f["cand_peak_w"][i])
-            else:
-                f["ep_start_ts_s"][i] = f["cand_start_ts_s"][i]
-                g["ep_n"][i] = g["cand_n"][i]
-                f["ep_sum_w"][i] = f["cand_sum_w"][i]
-                f["ep_peak_w"][i] = f["cand_peak_w"][i]
-                f["ep_threshold_w"][i] = threshold_w
-            g["phase"][i] = OPEN
-            g["below_n"][i] = 0
-            emit.overshoot(s, i, None)
+            _open(s, i, f["cand_start_ts_s"][i], int(g["cand_n"][i]), f["cand_sum_w"][i], f["cand_peak_w"][i],
+                  threshold_w, rules, emit)
     elif phase == CANDIDATE:
         g["phase"][i] = IDLE  # the run above the raise level broke before it counted
 
@@ -501,9 +579,12 @@ def apply_silence(s: MeterStates, watermark_s: float, rules: Rules, emit: "_Emit
         emit.overshoot(s, i, last_ts_s[i])
     dropped = np.flatnonzero(stale & (g["phase"] == CANDIDATE))
     g["phase"][dropped] = IDLE
+    # A run the meter went silent in has no end to time.
+    unfinished = np.flatnonzero(stale & ~np.isnan(f["run_start_ts_s"]))
+    f["run_start_ts_s"][unfinished] = np.nan
     silent = np.flatnonzero((np.nan_to_num(last_ts_s, nan=np.inf) < watermark_s - rules.no_data_after_s)
                             & np.isnan(f["no_data_start_ts_s"]) & (g["readings"] >= rules.no_data_min_readings))
     for i in silent:
         f["no_data_start_ts_s"][i] = last_ts_s[i]
         emit.no_data(s, i, None)
-    return np.concatenate([closing, dropped, silent])
+    return np.concatenate([closing, dropped, unfinished, silent])

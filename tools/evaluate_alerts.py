@@ -76,6 +76,7 @@ class Threshold:
     samples: int
     normal_peak_w: float
     fleet_meters: int
+    min_run_s: float
 
 
 def levels_from_history(gen: generator.Generator, plan: generator.HousePlan, days: range,
@@ -88,7 +89,8 @@ def levels_from_history(gen: generator.Generator, plan: generator.HousePlan, day
     channel = np.concatenate([hd.channel for hd in house_days])
     return {int(source.meters[index]): energy.meter_levels(
         ts_s[channel == index], power_w[channel == index], plan.tz, params.quantile, params.off_level_w,
-        params.standby_ratio, params.peak_readings, params.peak_days) for index in np.unique(channel)}
+        params.standby_ratio, params.peak_readings, params.peak_days, run_multiplier=params.run_multiplier,
+        run_gap_s=params.run_gap_s) for index in np.unique(channel)}
 
 
 def thresholds_of_fleet(levels: dict[tuple[str, int], energy.MeterLevels], appliances: dict[tuple[str, int], str],
@@ -104,7 +106,8 @@ def thresholds_of_fleet(levels: dict[tuple[str, int], energy.MeterLevels], appli
         prior = energy.fleet_prior(threshold_w, samples, peak_w, params.fleet_min_meters)
         judged = energy.judged_levels(threshold_w, samples, peak_w, np.array([levels[k].top_w for k in keys]), prior)
         for n, key in enumerate(keys):
-            result[key] = Threshold(float(judged[0][n]), int(samples[n]), float(judged[1][n]), int(judged[2][n]))
+            result[key] = Threshold(float(judged[0][n]), int(samples[n]), float(judged[1][n]), int(judged[2][n]),
+                                    levels[key].min_run_s)
     return result
 
 
@@ -217,7 +220,8 @@ def as_sent(ts_s: np.ndarray, power_w: np.ndarray) -> tuple[list, list]:
 
 
 # The columns `episodes.detect` reads.
-DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w", "normal_peak_w"]
+LIMIT_COLUMNS = ("threshold_w", "normal_peak_w", "min_run_s")
+DETECTOR_COLUMNS = ["house_id", "meter", "appliance", "ts_s", "power_w", *LIMIT_COLUMNS]
 
 
 def batch_event_s(args: argparse.Namespace) -> float:
@@ -235,24 +239,24 @@ def detect_in_process(scenario: Scenario, rules: episodes.Rules, batch_s: float,
     for house_id, source, hd in scenario.house_days:
         meters = np.asarray(source.meters, dtype=np.int64)
         limits = scenario.limits[house_id]
-        threshold_w = np.array([limits[int(m)].threshold_w if int(m) in limits else np.nan for m in meters])
-        normal_peak_w = np.array([limits[int(m)].normal_peak_w if int(m) in limits else np.nan for m in meters])
+        per_meter = {c: np.array([getattr(limits[int(m)], c) if int(m) in limits else np.nan for m in meters])
+                     for c in LIMIT_COLUMNS}
         ts_s, power_w = (np.asarray(v) for v in as_sent(hd.ts_s, hd.power_w))
         columns.append((house_id, np.asarray(source.appliances, dtype=object)[hd.channel], meters[hd.channel],
-                        ts_s, power_w, threshold_w[hd.channel], normal_peak_w[hd.channel]))
+                        ts_s, power_w, {c: v[hd.channel] for c, v in per_meter.items()}))
     states = episodes.MeterStates()
     latest: dict[str, dict] = {}
     watermark_s = newest_s = 0.0
     edges = np.arange(scenario.first_s, scenario.last_s + batch_s, batch_s)
     for lo_s, hi_s in zip(edges[:-1], edges[1:]):
         pieces = []
-        for house_id, appliance, meter, ts_s, power_w, threshold_w, normal_peak_w in columns:
+        for house_id, appliance, meter, ts_s, power_w, limit in columns:
             lo, hi = np.searchsorted(ts_s, [lo_s, hi_s])
             if hi > lo:
                 pieces.append(pd.DataFrame({
                     "house_id": np.full(hi - lo, house_id, dtype=object), "meter": meter[lo:hi],
                     "appliance": appliance[lo:hi], "ts_s": ts_s[lo:hi], "power_w": power_w[lo:hi],
-                    "threshold_w": threshold_w[lo:hi], "normal_peak_w": normal_peak_w[lo:hi]}))
+                    **{c: v[lo:hi] for c, v in limit.items()}}))
         batch = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=DETECTOR_COLUMNS)
         outcome = episodes.detect(states, batch[DETECTOR_COLUMNS], watermark_s, rules)
         for row in outcome.alerts:
@@ -303,8 +307,8 @@ class JobRunner:
         handle, session = cql.connect(self.settings)
         try:
             insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, quantile, threshold_w, "
-                                     "samples, normal_peak_w, peak_days, fleet_meters, window_days, computed_at) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
+                                     "samples, normal_peak_w, peak_days, fleet_meters, min_run_s, window_days, "
+                                     "computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
             appliances = {(house_id, int(m)): a for house_id, source, _ in scenario.house_days
                           for m, a in zip(source.meters, source.appliances)}
             for house_id, meters in scenario.limits.items():
@@ -312,7 +316,9 @@ class JobRunner:
                     session.execute(insert, (house_id, meter, appliances[(house_id, meter)], params.quantile,
                                              limit.threshold_w, limit.samples,
                                              None if np.isnan(limit.normal_peak_w) else limit.normal_peak_w,
-                                             params.peak_days, limit.fleet_meters, self.args.history_days))
+                                             params.peak_days, limit.fleet_meters,
+                                             None if np.isnan(limit.min_run_s) else limit.min_run_s,
+                                             self.args.history_days))
         finally:
             handle.shutdown()
 
@@ -487,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Library warnings (pandas, pyspark) would cut through the progress bars; the figures are the output.
     warnings.simplefilter("ignore")
-    params = config.options_from_args(Params, args, window_days=args.history_days)
+    # Runs are timed in the history as the rules judge them: above threshold x --multiplier, cut by --run-gap-s.
+    params = config.options_from_args(Params, args, window_days=args.history_days, run_multiplier=args.multiplier,
+                                      run_gap_s=args.run_gap_s)
     rules = config.options_from_args(episodes.Rules, args)
     seeds = args.seeds or [args.seed]
     mode = "in-process" if args.in_process else "alert job"
@@ -524,7 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rules: {rules}")
     print(f"thresholds: quantile {params.quantile}, off level {params.off_level_w} W, standby ratio "
           f"{params.standby_ratio}, normal peak held {params.peak_readings} readings on {params.peak_days} days, "
-          f"fleet priors from {params.fleet_min_meters}+ meters")
+          f"fleet priors from {params.fleet_min_meters}+ meters, runs timed above threshold x {params.run_multiplier:g} "
+          f"(gaps over {params.run_gap_s:g} s break them)")
     print(format_table(rows))
     for row in rows:
         speed = (f", job {row['readings'] / row['job_s']:,.0f} readings/s" if "job_s" in row else "")

@@ -96,7 +96,7 @@ OUTPUTS = ("hourly_energy", "daily_energy_by_house", "daily_house_totals", "dail
 def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date, last_day: dt.date, *,
             mains_cap_s: float = 30.0, circuit_cap_s: float = 50.0, quantile: float = 0.9,
             off_level_w: float = 10.0, standby_ratio: float = 2.0, window_days: int = 30, peak_days: int = 2,
-            peak_readings: int = 3, fleet_min_meters: int = 2,
+            peak_readings: int = 3, run_multiplier: float = 2.0, run_gap_s: float = 60.0, fleet_min_meters: int = 2,
             default_tz: str = "America/New_York") -> dict[str, int]:
     """Every nightly output for the local days first_day..last_day, as tables of `connection`
     named and shaped as the Cassandra tables (OUTPUTS); returns their row counts.
@@ -110,7 +110,11 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
     A run of peak_readings consecutive readings (duplicates merged) holds the lowest of
     them and belongs to the local day of its last; per day the best run counts, and the
     peak_days-th best day is the meter's peak, the best day its top (each only above the
-    off level). Per appliance, the fleet takes the medians of threshold and peak over
+    off level). A run above threshold_w x run_multiplier (peak_readings readings or more,
+    none more than run_gap_s after the one before) is whole when a reading within run_gap_s
+    before and after it is not above; its duration runs from its first reading to its last,
+    its day is its last reading's; min_run_s is the shortest whole run of a meter with such
+    runs on peak_days days or more. Per appliance, the fleet takes the medians of threshold and peak over
     meters with samples, given fleet_min_meters of them: a meter with no samples takes
     both, and a top above the meter's peak counts up to the fleet's peak; fleet_meters
     says where the fleet set a value.
@@ -262,11 +266,38 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
         FROM ranked r JOIN offs o USING (house_id, meter)
         GROUP BY r.house_id, r.meter
     ),
+    marked AS (
+        SELECT house_id, meter, ts_s, above, lag(above) OVER w AS previous_above,
+               ts_s - lag(ts_s) OVER w AS since_previous_s, lead(ts_s) OVER w - ts_s AS until_next_s
+        FROM (SELECT m.house_id, m.meter, m.ts_s, m.power_w > a.threshold_w * $run_multiplier AS above
+              FROM merged m JOIN overall a USING (house_id, meter))
+        WINDOW w AS (PARTITION BY house_id, meter ORDER BY ts_s)
+    ),
+    islands AS (
+        SELECT *, sum(CASE WHEN above AND NOT (coalesce(previous_above, false) AND since_previous_s <= $gap)
+                           THEN 1 ELSE 0 END)
+                      OVER (PARTITION BY house_id, meter ORDER BY ts_s ROWS UNBOUNDED PRECEDING) AS island
+        FROM marked
+    ),
+    timed AS (
+        SELECT house_id, meter, max(ts_s) - min(ts_s) AS duration_s, max(ts_s) AS last_ts_s, count(*) AS readings,
+               arg_min(since_previous_s, ts_s) AS before_s, arg_max(until_next_s, ts_s) AS after_s
+        FROM islands WHERE above GROUP BY house_id, meter, island
+    ),
+    run_lengths AS (
+        SELECT t.house_id, t.meter,
+               CASE WHEN count(DISTINCT floor(ref_local(k.tz, t.last_ts_s) / 86400)) >= $days
+                    THEN min(t.duration_s) END AS min_run_s
+        FROM timed t JOIN ref_meters k USING (house_id, meter)
+        WHERE t.readings >= $run AND t.before_s <= $gap AND t.after_s <= $gap
+        GROUP BY t.house_id, t.meter
+    ),
     own AS (
         SELECT o.house_id, o.meter, k.appliance, coalesce(a.threshold_w, $off) AS threshold_w,
-               coalesce(a.samples, 0) AS samples, p.peak_w, p.top_w
+               coalesce(a.samples, 0) AS samples, p.peak_w, p.top_w, l.min_run_s
         FROM offs o JOIN ref_meters k USING (house_id, meter)
         LEFT JOIN overall a USING (house_id, meter) LEFT JOIN peaks p USING (house_id, meter)
+        LEFT JOIN run_lengths l USING (house_id, meter)
     ),
     fleet AS (
         SELECT appliance, quantile_cont(threshold_w, 0.5) AS fleet_threshold_w,
@@ -290,12 +321,12 @@ def nightly(connection, readings_path: str, houses_path: str, first_day: dt.date
                 ELSE greatest(peak_w, one_off_w) END AS normal_peak_w,
            CAST(CASE WHEN fleet_meters IS NOT NULL AND (samples = 0 OR one_off_w > coalesce(peak_w, -1e308))
                      THEN fleet_meters ELSE 0 END AS INTEGER) AS fleet_meters,
-           $days AS peak_days, $window AS window_days, CAST(now() AS TIMESTAMP) AS computed_at
+           min_run_s, $days AS peak_days, $window AS window_days, CAST(now() AS TIMESTAMP) AS computed_at
     FROM judged
     """.format(preceding=int(peak_readings) - 1), {
         "first_n": (window_first - EPOCH).days, "last_n": (last_day - EPOCH).days, "ratio": standby_ratio,
         "off": off_level_w, "q": quantile, "window": window_days, "days": peak_days, "run": peak_readings,
-        "min_meters": fleet_min_meters})
+        "min_meters": fleet_min_meters, "run_multiplier": run_multiplier, "gap": run_gap_s})
     return {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in OUTPUTS}
 
 

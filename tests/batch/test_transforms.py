@@ -162,26 +162,27 @@ def test_thresholds_keep_meter_rows_with_a_threshold_and_fill_gaps_from_the_flee
     without an appliance gets no prior. quantile, peak_days and window_days come from Params."""
     nan = float("nan")
     meter_row = (None,) * 7  # day .. max_w of a threshold row
+    # Each meter's own min_run_s passes through: the fleet fills no run length in.
     stats = spark.createDataFrame([
         # An hour row, given a threshold so that only its day can drop it.
-        ("h1", 5, DAY, MIDNIGHT_NY.timestamp(), 3.6e5, 3600.0, 120, 100.0, 150.0, 140.0, 0, nan, nan, None, None),
-        ("h1", 3, *meter_row, 100.0, 800, 400.0, 410.0, "fridge", "refrigerator"),
-        ("h2", 3, *meter_row, 110.0, 900, 500.0, 520.0, "fridge", "refrigerator"),
-        ("h3", 3, *meter_row, 120.0, 700, None, 700.0, "fridge", "refrigerator"),  # defrost seen once, 700 W
-        ("h3", 4, *meter_row, 10.0, 0, None, None, "outdoor", "outdoor_outlets"),  # never on
-        ("h3", 5, *meter_row, 60.0, 50, 70.0, 90.0, "misc", None),
-        ("h1", 6, *meter_row, nan, 0, None, None, "lights", "lighting"),  # no readings in the window
-        ("h1", 7, *meter_row, None, 0, None, None, "oven", "oven"),  # the same NaN, nulled by Arrow
+        ("h1", 5, DAY, MIDNIGHT_NY.timestamp(), 3.6e5, 3600.0, 120, 100.0, 150.0, 140.0, 0, nan, nan, nan, None, None),
+        ("h1", 3, *meter_row, 100.0, 800, 400.0, 410.0, 900.0, "fridge", "refrigerator"),
+        ("h2", 3, *meter_row, 110.0, 900, 500.0, 520.0, 1200.0, "fridge", "refrigerator"),
+        ("h3", 3, *meter_row, 120.0, 700, None, 700.0, None, "fridge", "refrigerator"),  # defrost seen once, 700 W
+        ("h3", 4, *meter_row, 10.0, 0, None, None, None, "outdoor", "outdoor_outlets"),  # never on
+        ("h3", 5, *meter_row, 60.0, 50, 70.0, 90.0, 30.0, "misc", None),
+        ("h1", 6, *meter_row, nan, 0, None, None, None, "lights", "lighting"),  # no readings in the window
+        ("h1", 7, *meter_row, None, 0, None, None, None, "oven", "oven"),  # the same NaN, nulled by Arrow
     ], nightly.stats_schema())
     computed_at = dt.datetime(2024, 4, 3, 2, 15)
     expected = spark.createDataFrame([
-        ("h1", 3, "refrigerator", 0.9, 100.0, 800, 410.0, 3, 2, 14, computed_at),
-        ("h2", 3, "refrigerator", 0.9, 110.0, 900, 500.0, 0, 2, 14, computed_at),
-        ("h3", 3, "refrigerator", 0.9, 120.0, 700, 450.0, 3, 2, 14, computed_at),
-        ("h3", 4, "outdoor_outlets", 0.9, 10.0, 0, None, 0, 2, 14, computed_at),
-        ("h3", 5, None, 0.9, 60.0, 50, 70.0, 0, 2, 14, computed_at),
+        ("h1", 3, "refrigerator", 0.9, 100.0, 800, 410.0, 3, 900.0, 2, 14, computed_at),
+        ("h2", 3, "refrigerator", 0.9, 110.0, 900, 500.0, 0, 1200.0, 2, 14, computed_at),
+        ("h3", 3, "refrigerator", 0.9, 120.0, 700, 450.0, 3, None, 2, 14, computed_at),
+        ("h3", 4, "outdoor_outlets", 0.9, 10.0, 0, None, 0, None, 2, 14, computed_at),
+        ("h3", 5, None, 0.9, 60.0, 50, 70.0, 0, 30.0, 2, 14, computed_at),
     ], "house_id string, meter int, appliance string, quantile double, threshold_w double, samples bigint, "
-       "normal_peak_w double, fleet_meters int, peak_days int, window_days int, computed_at timestamp")
+       "normal_peak_w double, fleet_meters int, min_run_s double, peak_days int, window_days int, computed_at timestamp")
     result = nightly.thresholds(stats, nightly.Params(quantile=0.9, window_days=14, fleet_min_meters=3),
                                 computed_at)
     assertDataFrameEqual(result, expected, checkRowOrder=False, **TOLERANCE)

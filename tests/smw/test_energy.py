@@ -158,16 +158,52 @@ def test_held_levels_merge_duplicates_order_readings_and_split_at_local_midnight
         energy.held_levels_by_day(ts, power, NY, 0)
 
 
+RUNS = dict(run_multiplier=2.0, run_gap_s=60.0)
+
+
+def test_whole_runs_are_timed_from_first_to_last_reading_and_cut_ones_are_not():
+    ts, power = joined(
+        day_of(0, 3600, [5, 400, 400, 400, 400, 5]),      # a whole run: 4 readings, 9 s
+        day_of(0, 7200, [5, 400, 400, 5, 5]),             # too short to count (2 readings)
+        day_of(1, 3600, [400, 400, 400, 5]),              # begins where the data does (after day 0's last: 1 day)
+        day_of(1, 7200, [5, 400, 400, 400, 400, 400, 400, 400]),  # still running 2 min before the next reading...
+        day_of(1, 7200 + 3 * 7 + 120, [400, 5]),           # ...so its length is unknown
+        day_of(2, 3600, [5, 300, 300, 300, 300, 300, 300, 5]),  # 15 s
+    )
+    durations_s, days = energy.run_durations_by_day(ts, power, NY, 200.0, 3, 60.0)
+    assert list(durations_s) == [9.0, 15.0]
+    assert list(days - days[0]) == [0, 2]
+    # A level no reading reaches, or readings not enough for one run: nothing.
+    assert len(energy.run_durations_by_day(ts, power, NY, 1000.0, 3, 60.0)[0]) == 0
+    assert len(energy.run_durations_by_day(ts[:4], power[:4], NY, 200.0, 3, 60.0)[0]) == 0
+    assert energy.shortest_run_s(ts, power, NY, 200.0, 3, 60.0, run_days=2) == 9.0
+    assert np.isnan(energy.shortest_run_s(ts, power, NY, 200.0, 3, 60.0, run_days=3))
+    with pytest.raises(ValueError):
+        energy.run_durations_by_day(ts, power, NY, 200.0, 0, 60.0)
+
+
+def test_min_run_is_the_shortest_defrost_over_twice_the_threshold():
+    # A fridge: 100 W compressor, a 400 W defrost of 20 readings (57 s) on day 0 and of 25 on day 1.
+    compressor = [4] * 10 + [100] * 20
+    ts, power = joined(day_of(0, 0, compressor + [400] * 20 + compressor), day_of(1, 0, compressor + [400] * 25 + [4]))
+    levels = energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, 2, **RUNS)
+    assert levels.threshold_w == 100.0 and levels.min_run_s == 57.0
+    # Timed above 5 x the threshold, the defrost is no run; defrosting on one day only, no usual length.
+    assert np.isnan(energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, 2, run_multiplier=5.0, run_gap_s=60.0
+                                        ).min_run_s)
+    assert np.isnan(energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, 3, **RUNS).min_run_s)
+
+
 def test_normal_peak_is_a_level_reached_on_several_days_and_top_the_best_single_day():
     # A fridge: 100 W compressor every day, a 400 W defrost on days 0 and 2, a 600 W one-off on day 1.
     compressor = [4] * 10 + [100] * 20
     ts, power = joined(day_of(0, 0, compressor + [400] * 5), day_of(1, 0, compressor + [600] * 5),
                        day_of(2, 0, compressor + [410] * 5), day_of(3, 0, compressor))
-    levels = energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, run_readings=3, peak_days=2)
+    levels = energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, run_readings=3, peak_days=2, **RUNS)
     assert (levels.peak_w, levels.top_w) == (410.0, 600.0)
-    assert energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=3).peak_w == 400.0
-    assert energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=4).peak_w == 100.0
-    assert np.isnan(energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=5).peak_w)
+    assert energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=3, **RUNS).peak_w == 400.0
+    assert energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=4, **RUNS).peak_w == 100.0
+    assert np.isnan(energy.meter_levels(ts, power, NY, 0.5, 10.0, 0.0, 3, peak_days=5, **RUNS).peak_w)
     on = [p for p in power if p > 10]
     assert (levels.threshold_w, levels.samples) == (float(np.quantile(on, 0.5)), len(on))
 
@@ -175,13 +211,14 @@ def test_normal_peak_is_a_level_reached_on_several_days_and_top_the_best_single_
 def test_levels_at_the_off_level_are_no_peak():
     # Used on one day only, standby otherwise: no level above the off level on two days.
     ts, power = joined(day_of(0, 0, [3] * 5 + [1500] * 5), day_of(1, 0, [3] * 10))
-    levels = energy.meter_levels(ts, power, NY, 0.9, 10.0, 2.0, 3, 2)
+    levels = energy.meter_levels(ts, power, NY, 0.9, 10.0, 2.0, 3, 2, **RUNS)
     assert np.isnan(levels.peak_w) and levels.top_w == 1500.0
-    never_on = energy.meter_levels(ts, np.full(len(ts), 3.0), NY, 0.9, 10.0, 2.0, 3, 2)
+    never_on = energy.meter_levels(ts, np.full(len(ts), 3.0), NY, 0.9, 10.0, 2.0, 3, 2, **RUNS)
     assert (never_on.threshold_w, never_on.samples) == (10.0, 0)
     assert np.isnan(never_on.peak_w) and np.isnan(never_on.top_w)
-    nothing = energy.meter_levels(np.array([]), np.array([]), NY, 0.9, 10.0, 2.0, 3, 2)
-    assert np.isnan(nothing.threshold_w) and np.isnan(nothing.peak_w)
+    nothing = energy.meter_levels(np.array([]), np.array([]), NY, 0.9, 10.0, 2.0, 3, 2, **RUNS)
+    assert np.isnan(nothing.threshold_w) and np.isnan(nothing.peak_w) and np.isnan(nothing.min_run_s)
+    assert np.isnan(never_on.min_run_s)
 
 
 def test_fleet_prior_is_the_median_over_meters_that_were_on():

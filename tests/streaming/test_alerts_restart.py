@@ -36,11 +36,11 @@ def dataset(prefix: str):
                 ts_s = [T0 + (message * READINGS_PER_MESSAGE + i) * 3.0 for i in range(READINGS_PER_MESSAGE)]
                 powers = [power_w(house, meter, message, i) for i in range(READINGS_PER_MESSAGE)]
                 series.append(Series(meter, "heater", "heater", ts_s, powers))
-                rows += [(house_id, meter, "heater", t, p, 100.0, math.nan) for t, p in zip(ts_s, powers)]
+                rows += [(house_id, meter, "heater", t, p, 100.0, math.nan, math.nan) for t, p in zip(ts_s, powers)]
             houses[house_id] = series
         by_message.append(houses)
     frame = pd.DataFrame(rows, columns=["house_id", "meter", "appliance", "ts_s", "power_w", "threshold_w",
-                                        "normal_peak_w"])
+                                        "normal_peak_w", "min_run_s"])
     return by_message, frame
 
 

@@ -1,4 +1,4 @@
-"""Episode detection on tiny inline data: raise/clear, minimum run, cooldown, no data, new peak."""
+"""Episode detection on tiny inline data: raise/clear, minimum run, short runs, cooldown, no data, new peak."""
 import math
 
 import numpy as np
@@ -14,11 +14,11 @@ RULES = Rules(multiplier=1.5, clear_multiplier=1.0, min_readings=3, min_duration
 
 
 def readings(powers, house="h1", meter=5, appliance="refrigerator", threshold_w=100.0, t0=T0, step_s=3.0,
-             normal_peak_w=math.nan):
+             normal_peak_w=math.nan, min_run_s=math.nan):
     return pd.DataFrame({
         "house_id": house, "meter": meter, "appliance": appliance,
         "ts_s": [t0 + step_s * i for i in range(len(powers))], "power_w": [float(p) for p in powers],
-        "threshold_w": threshold_w, "normal_peak_w": normal_peak_w,
+        "threshold_w": threshold_w, "normal_peak_w": normal_peak_w, "min_run_s": min_run_s,
     })
 
 
@@ -173,3 +173,58 @@ def test_a_level_within_the_normal_peak_opens_nothing_and_one_above_it_does():
     _, alerts = run([readings([100, 520, 520, 520, 300, 150, 90, 80], normal_peak_w=400.0)], rules)
     assert [(a["state"], a["start_ts_s"], a["end_ts_s"]) for a in alerts] == [("open", T0 + 3, None),
                                                                              ("closed", T0 + 3, T0 + 18)]
+
+
+# A fridge at 100 W whose defrost holds 400 W for at least 60 s (min_run_s) on several days:
+# its normal peak raises nothing below 500 W, but a run at that level must last like a defrost.
+DEFROST = dict(normal_peak_w=400.0, min_run_s=60.0)
+SHORT = Rules(multiplier=2.0, peak_margin=1.25, min_readings=3, clear_readings=2, cooldown_s=60.0,
+              short_run_ratio=0.5, run_gap_s=30.0)
+
+
+def test_a_run_at_the_defrost_level_that_ends_too_soon_opens_an_episode_when_it_ends():
+    # 5 readings at 400 W (12 s from first to last) against a usual 60 s: shorter than 0.5 x 60 s.
+    _, alerts = run([readings([100, 400, 410, 400, 420, 400, 100, 90, 80], **DEFROST)], SHORT)
+    assert [(a["state"], a["start_ts_s"], a["end_ts_s"]) for a in alerts] == [("open", T0 + 3, None),
+                                                                             ("closed", T0 + 3, T0 + 21)]
+    assert alerts[-1]["peak_w"] == 420.0 and alerts[-1]["mean_w"] == pytest.approx((400 * 3 + 410 + 420 + 100) / 6)
+    assert alerts[0]["id"] == alert_id(KIND_OVERSHOOT, "h1", 5, T0 + 3)
+
+
+def test_a_run_as_long_as_a_defrost_opens_nothing_nor_does_a_run_that_is_cut():
+    defrost = [100] + [400] * 12 + [100] * 3  # 33 s: longer than 0.5 x 60 s
+    assert run([readings(defrost, **DEFROST)], SHORT)[1] == []
+    # The same short run without a reading before it, or with a gap before, after or inside it.
+    short = [100, 400, 400, 400, 400, 100, 100]
+    assert run([readings(short[1:], **DEFROST)], SHORT)[1] == []
+    for cut in (1, 5, 3):
+        late = readings(short, **DEFROST)
+        late.loc[cut:, "ts_s"] += 31.0
+        assert run([late], SHORT)[1] == [], cut
+    # Too few readings above the level to be a run, no usual run length, or the rule off.
+    assert run([readings([100, 400, 400, 100, 100], **DEFROST)], SHORT)[1] == []
+    assert run([readings(short, normal_peak_w=400.0)], SHORT)[1] == []
+    assert run([readings(short, **DEFROST)], Rules(**{**SHORT.__dict__, "short_run_ratio": 0.0}))[1] == []
+
+
+def test_a_short_run_already_in_an_episode_raises_no_second_alert_and_runs_span_batches():
+    # Above the raise level (500 W): the episode opens at the third reading and the run's end adds nothing.
+    _, alerts = run([readings([100, 600, 600, 600, 90, 80], **DEFROST)], SHORT)
+    assert [a["state"] for a in alerts] == ["open", "closed"]
+    # A short run cut across two batches is timed as one.
+    powers = [100, 400, 400, 400, 400, 400, 90, 80]
+    first, second = readings(powers, **DEFROST).iloc[:3], readings(powers, **DEFROST).iloc[3:]
+    states, alerts = run([first, second], SHORT)
+    assert [(a["state"], a["start_ts_s"]) for a in alerts] == [("open", T0 + 3), ("closed", T0 + 3)]
+    # The same run as one batch gives the same alerts.
+    assert run([readings(powers, **DEFROST)], SHORT)[1] == alerts
+
+
+def test_a_run_the_meter_goes_silent_in_is_dropped():
+    states, alerts = run([readings([100, 400, 400, 400], **DEFROST)], SHORT)
+    assert not math.isnan(states.floats["run_start_ts_s"][0])
+    # The watermark passes the meter's last reading by more than stale_close_s: the run has no end.
+    states, alerts = run([readings([100], t0=T0 + 10_000, house="h2")], SHORT, states, [T0 + 9_000])
+    assert math.isnan(states.floats["run_start_ts_s"][0]) and alerts == []
+    _, alerts = run([readings([100, 100], t0=T0 + 10_003, **DEFROST)], SHORT, states)
+    assert alerts == []

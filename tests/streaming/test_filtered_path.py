@@ -13,6 +13,11 @@ RULES = episodes.Rules(no_data_after_s=900.0, no_data_min_readings=20, new_peak_
 BATCH_S = 20.0  # event time per micro-batch
 
 
+def short_run_window(readings: pd.DataFrame) -> tuple[float, float]:
+    start_s = readings["ts_s"].min() + 10 * 3600
+    return start_s, start_s + 300.0
+
+
 @pytest.fixture(scope="module")
 def house_readings():
     """Two generated house-days with spikes (one house loses a meter for an hour), and thresholds
@@ -32,13 +37,20 @@ def house_readings():
             ts_s = np.concatenate([day.ts_s[day.channel == index] for day in history])
             power_w = np.concatenate([day.power_w[day.channel == index] for day in history]).astype(float)
             levels = energy.meter_levels(ts_s, power_w, plan.tz, params.quantile, params.off_level_w,
-                                         params.standby_ratio, params.peak_readings, params.peak_days)
+                                         params.standby_ratio, params.peak_readings, params.peak_days,
+                                         run_multiplier=params.run_multiplier, run_gap_s=params.run_gap_s)
             rows = replay.channel == index
             frames.append(pd.DataFrame({
                 "house_id": plan.house_id, "meter": int(meter), "appliance": source.appliances[index],
                 "ts_s": replay.ts_s[rows], "power_w": replay.power_w[rows].astype(float),
-                "threshold_w": levels.threshold_w, "normal_peak_w": levels.peak_w}))
+                "threshold_w": levels.threshold_w, "normal_peak_w": levels.peak_w, "min_run_s": levels.min_run_s}))
     readings = pd.concat(frames, ignore_index=True)
+    # A fridge draws its defrost level for 5 minutes, much shorter than its defrosts: the short-run rule's case.
+    fridge = readings[(readings["appliance"] == "refrigerator") & readings["min_run_s"].notna()
+                      & (readings["normal_peak_w"] * 0.8 > readings["threshold_w"] * RULES.multiplier)].iloc[0]
+    short = ((readings["house_id"] == fridge["house_id"]) & (readings["meter"] == fridge["meter"])
+             & readings["ts_s"].between(*short_run_window(readings), inclusive="left"))
+    readings.loc[short, "power_w"] = fridge["normal_peak_w"] * 0.8
     # A meter of the first house falls silent for an hour: no_data opens, then its return closes it.
     first = readings["house_id"] == gen.plans[0].house_id
     meter = readings.loc[first, "meter"].max()
@@ -78,11 +90,12 @@ def filtered(readings: pd.DataFrame):
         emit = episodes._Emitter(RULES, outcome)
         summary = episodes.summarise(batch)
         rows = states.rows(summary.house_id, summary.meter, summary.appliance)
-        limits = batch.groupby(["house_id", "meter"], sort=False)[["threshold_w", "normal_peak_w"]].first().reindex(
-            pd.MultiIndex.from_arrays([summary.house_id, summary.meter]))
+        limits = batch.groupby(["house_id", "meter"], sort=False)[["threshold_w", "normal_peak_w", "min_run_s"]].first(
+            ).reindex(pd.MultiIndex.from_arrays([summary.house_id, summary.meter]))
         raise_w = episodes.raise_levels(limits["threshold_w"].to_numpy(), limits["normal_peak_w"].to_numpy(),
                                         summary.appliance, RULES)
-        needs = episodes.plan(states, rows, summary, raise_w, RULES)
+        run_w = episodes.run_levels(limits["threshold_w"].to_numpy(), limits["min_run_s"].to_numpy(), raise_w, RULES)
+        needs = episodes.plan(states, rows, summary, raise_w, RULES, run_w)
         episodes.apply_summary(states, rows, summary, needs, outcome)
         wanted = pd.MultiIndex.from_arrays([summary.house_id[needs], summary.meter[needs]])
         chosen = batch[pd.MultiIndex.from_frame(batch[["house_id", "meter"]]).isin(wanted)]
@@ -99,6 +112,10 @@ def test_the_filtered_path_raises_the_alerts_of_every_reading(house_readings):
     got_states, got, read = filtered(house_readings)
     kinds = {a["kind"] for a in want}
     assert {episodes.KIND_OVERSHOOT, episodes.KIND_NO_DATA} <= kinds
+    # The fridge's short run at its defrost level is among them, opened when the run ended.
+    start_s, end_s = short_run_window(house_readings)
+    assert [a["state"] for a in want if a["appliance"] == "refrigerator" and start_s <= a["start_ts_s"] < end_s
+            and a["peak_w"] < a["threshold_w"] * 3] == ["open", "closed"]
     assert got == want
     # ...having shipped only a small part of the readings to the rules.
     assert read < 0.2 * len(house_readings)

@@ -69,13 +69,16 @@ def test_sweep_table_has_a_row_per_seed_and_the_worst_of_each_column():
 
 def test_fleet_medians_stand_in_for_a_meter_never_on():
     level = energy.MeterLevels
-    levels = {("a", 20): level(1500.0, 300, 1400.0, 1450.0), ("b", 20): level(1700.0, 200, 1600.0, 1650.0),
-              ("c", 20): level(10.0, 0, np.nan, np.nan), ("c", 21): level(10.0, 0, np.nan, np.nan)}
+    levels = {("a", 20): level(1500.0, 300, 1400.0, 1450.0, 600.0), ("b", 20): level(1700.0, 200, 1600.0, 1650.0, 900.0),
+              ("c", 20): level(10.0, 0, np.nan, np.nan, np.nan), ("c", 21): level(10.0, 0, np.nan, np.nan, np.nan)}
     appliances = {("a", 20): "outdoor_outlets", ("b", 20): "outdoor_outlets", ("c", 20): "outdoor_outlets",
                   ("c", 21): "smoke_alarms"}
     limits = evaluate.thresholds_of_fleet(levels, appliances, Params(fleet_min_meters=2))
-    assert limits[("c", 20)] == evaluate.Threshold(1600.0, 0, 1500.0, 2)
-    assert limits[("a", 20)] == evaluate.Threshold(1500.0, 300, 1450.0, 2)  # its one-off is below the fleet's
+    # A run length is the meter's own: the fleet fills none in.
+    never_on = limits[("c", 20)]
+    assert (never_on.threshold_w, never_on.samples, never_on.normal_peak_w, never_on.fleet_meters) == (1600.0, 0, 1500.0, 2)
+    assert np.isnan(never_on.min_run_s)
+    assert limits[("a", 20)] == evaluate.Threshold(1500.0, 300, 1450.0, 2, 600.0)  # its one-off is below the fleet's
     assert limits[("c", 21)].threshold_w == 10.0 and np.isnan(limits[("c", 21)].normal_peak_w)  # no smoke alarm on
 
 

@@ -73,7 +73,7 @@ OUTPUT_COLUMNS = {
     "daily_energy_by_appliance": (["appliance", "day", "house_id"], ["energy_kwh", "share_of_mains"]),
     "daily_energy_by_zip": (["day", "zip"], ["energy_kwh", "houses"]),
     "thresholds": (["house_id", "meter"], ["appliance", "quantile", "threshold_w", "samples", "normal_peak_w",
-                                           "fleet_meters", "peak_days", "window_days"]),
+                                           "fleet_meters", "min_run_s", "peak_days", "window_days"]),
 }
 
 
