@@ -39,6 +39,8 @@ log = logging.getLogger("tools.bench_stream")
 METERS = tuple(range(3, 11))
 READINGS_PER_HOUSE_S = len(METERS)
 SPIKE_W, BASE_W, THRESHOLD_W = 1000.0, 50.0, 100.0
+# Every meter has a usual run length, so the job times its runs as it does a fridge's defrosts.
+USUAL_RUN_S = 1800.0
 
 
 def house_id(n: int) -> str:
@@ -163,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     handle, session = cql.connect(settings)
     from cassandra.concurrent import execute_concurrent_with_args
 
-    insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, threshold_w) VALUES (?, ?, ?, ?)")
-    execute_concurrent_with_args(session, insert, [(house_id(h), m, "heater", THRESHOLD_W)
+    insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, threshold_w, min_run_s) "
+                             "VALUES (?, ?, ?, ?, ?)")
+    execute_concurrent_with_args(session, insert, [(house_id(h), m, "heater", THRESHOLD_W, USUAL_RUN_S)
                                                    for h in range(houses_max) for m in METERS], concurrency=64)
     handle.shutdown()
 

@@ -193,12 +193,13 @@ def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.da
 
 def thresholds(store: CassandraStore, house_id: str) -> list[dict]:
     rows = store.rows(
-        "SELECT meter, appliance, quantile, threshold_w, samples, window_days, computed_at FROM thresholds "
-        "WHERE house_id = ? LIMIT ?",
+        "SELECT meter, appliance, quantile, threshold_w, samples, normal_peak_w, min_run_s, window_days, computed_at "
+        "FROM thresholds WHERE house_id = ? LIMIT ?",
         (house_id, ROWS_PER_DAY_LIMIT),
     )
     return [{"meter": r.meter, "appliance": r.appliance, "quantile": r.quantile, "threshold_w": r.threshold_w,
-             "samples": r.samples, "window_days": r.window_days, "computed_at_ts_s": ts_s(r.computed_at)}
+             "samples": r.samples, "normal_peak_w": r.normal_peak_w, "min_run_s": r.min_run_s,
+             "window_days": r.window_days, "computed_at_ts_s": ts_s(r.computed_at)}
             for r in rows]
 
 

@@ -116,6 +116,18 @@ def test_pages_render_and_escape_stored_text(client, cassandra_session, house_id
         assert client.get(url).status_code == 200, url
 
 
+def test_thresholds_tell_the_usual_power_normal_peak_and_usual_run(client, cassandra_session, house_id):
+    insert = ("INSERT INTO thresholds (house_id, meter, appliance, threshold_w, normal_peak_w, min_run_s) "
+              "VALUES (%s, %s, %s, %s, %s, %s)")
+    cassandra_session.execute(insert, (house_id, 3, "refrigerator", 128.5, 484.0, 1076.0))
+    cassandra_session.execute(insert, (house_id, 9, "microwave", 1400.0, None, None))
+    limits = client.get(f"/api/houses/{house_id}/thresholds").get_json()["thresholds"]
+    assert [(t["meter"], t["normal_peak_w"], t["min_run_s"]) for t in limits] == [(3, 484.0, 1076.0), (9, None, None)]
+    html = client.get(f"/houses/{house_id}").get_data(as_text=True)
+    assert "<td>128.5</td><td>484</td><td>18 min</td>" in html
+    assert "<td>1400.0</td><td></td><td></td>" in html
+
+
 def test_errors_are_json_for_the_api_and_html_for_pages_without_traces(client, app):
     @app.get("/api/boom")
     def boom():
