@@ -417,11 +417,14 @@ def check_cassandra(settings: config.Settings) -> None:
 
 
 def run(spark, settings: config.Settings, params: Params, first_day: dt.date, last_day: dt.date,
-        readings_path: str | None = None, houses_path: str | None = None, write: bool | None = True) -> dict:
+        readings_path: str | None = None, houses_path: str | None = None, write: bool | None = True,
+        allow_empty: bool = False) -> dict:
     """Compute every output for the local days first_day..last_day; returns the DataFrames by table.
 
     write=True upserts them into Cassandra; None computes and counts them without
-    writing (for timing); False leaves them lazy.
+    writing (for timing); False leaves them lazy. Days without a single reading are an
+    error (`SystemExit` with one line saying so), unless `allow_empty`: a scheduled run
+    over a raw zone the landing job has not filled must not pass for a quiet day.
     """
     from pyspark.sql import functions as F
 
@@ -443,6 +446,11 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
     found = per_meter.select("house_id", "meter").toPandas()
     log.info("per-meter pass: %d houses, %d meters in %.1f s (%d partitions)", found["house_id"].nunique(),
              len(found), time.perf_counter() - t0, partitions)
+    if not allow_empty and stats.where(F.col("day").isNotNull()).isEmpty():
+        source = readings_path or f"the raw zone of {zones.landing_zone(settings)}"
+        days = str(first_day) if first_day == last_day else f"{first_day}..{last_day}"
+        raise SystemExit(f"error: no readings for {days} in {source}; is the landing job running (make land)? "
+                         "Pass --allow-empty if an empty day is expected")
     unknown = sorted(set(found["house_id"]) - known)
     if unknown:
         log.warning("%d house(s) with readings but no metadata (time zone %s, no zip): %s",
@@ -498,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readings", help="Parquet readings partitioned by date (default: the landing raw zone)")
     parser.add_argument("--houses", help="houses file (Parquet or JSON) instead of the Cassandra houses table")
     config.add_options(parser, Params, CLI_PARAMS)
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="a day without readings is not an error (thresholds are still computed over the "
+                             "window); by default it fails with exit status 1")
     parser.add_argument("--no-write", action="store_true",
                         help="compute and count every output without writing Cassandra (timing, dry runs)")
     config.add_arguments(parser, "cassandra_hosts", "cassandra_keyspace", "data_dir", "spark_master")
@@ -524,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with jobs.session("smw-nightly", settings) as spark:
         run(spark, settings, params, first_day, last_day, args.readings, args.houses,
-            write=None if args.no_write else True)
+            write=None if args.no_write else True, allow_empty=args.allow_empty)
     return 0
 
 

@@ -147,6 +147,19 @@ def test_run_writes_cassandra_and_rerun_changes_nothing(spark, settings, tmp_pat
     assert limit.threshold_w == pytest.approx(100.0)
 
 
+def test_a_day_without_readings_fails_loudly_unless_expected(spark, settings, tmp_path):
+    rows = rows_for("hx-empty", 1, "mains", MIDNIGHT_NY, 100, 10, 100.0)
+    readings, houses = write_inputs(tmp_path, rows, [{"house_id": "hx-empty", "zip": "10001",
+                                                      "tz": "America/New_York"}])
+    later = DAY + dt.timedelta(days=5)
+    with pytest.raises(SystemExit, match=f"no readings for {later} in {readings}.*--allow-empty"):
+        nightly.run(spark, settings, nightly.Params(), later, later, readings, houses, write=False)
+    # Expected: the outputs are computed (the window still gives the meter its threshold).
+    result = nightly.run(spark, settings, nightly.Params(), later, later, readings, houses, write=False,
+                         allow_empty=True)
+    assert result["daily_energy_by_house"].count() == 0 and result["thresholds"].count() == 1
+
+
 def test_unreachable_cassandra_is_a_clear_error(settings):
     with pytest.raises(SystemExit, match="unreachable"):
         nightly.check_cassandra(settings.replace(cassandra_hosts="127.0.0.1", cassandra_port="1"))
