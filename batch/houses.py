@@ -73,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     config.add_arguments(parser, "cassandra_hosts", "cassandra_keyspace")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if not args.path.exists():
+        print(f"error: {args.path}: no such file; give the houses.parquet a generator run wrote "
+              "(python -m datasets.generate --out DIR) or a JSON-lines file", file=sys.stderr)
+        return 1
     try:
         count = load(config.from_args(args), read_houses(args.path))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, cql.Unavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{count} houses registered")

@@ -28,6 +28,7 @@ import pyarrow.dataset as pads
 
 from ingest import producer as producing
 from smw import config
+from smw.jobs import quiet_logger
 from smw.schema import NAMES
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,9 @@ def source_batches(spec: str, houses: int, days: int, seed: int, spikes_per_hous
         return generated_batches(houses, days, seed, **options), None
     if start_date or period_s or not_before_ts_s is not None:
         raise ValueError("--start-date, --period-s and --from-hours-ago apply to --source synthetic only")
+    if kind in ("parquet", "redd") and not Path(arg).exists():
+        raise ValueError(f"--source {spec}: {arg} does not exist; write a dataset there with "
+                         f"python -m datasets.generate --out DIR (readings in DIR/readings)")
     if kind == "parquet":
         total = pads.dataset(arg, format="parquet", partitioning="hive").count_rows()
         return parquet_batches(arg), total
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                                         not_before_ts_s=None if args.from_hours_ago is None
                                         else time.time() - 3600 * args.from_hours_ago)
     except (ValueError, OSError) as exc:
-        parser.error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     from kafka.errors import KafkaError
     from tqdm import tqdm
@@ -179,9 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            kafka_producer = producing.make_lanes(settings, args.lanes)
+            # kafka-python logs every failed attempt; the one line below says it.
+            with quiet_logger("kafka"):
+                kafka_producer = producing.make_lanes(settings, args.lanes)
         except KafkaError as exc:
-            print(f"error: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+            print(f"error: cannot reach Kafka at {settings.kafka_bootstrap} ({type(exc).__name__}); is it running "
+                  "(make up) and is KAFKA_BOOTSTRAP right?", file=sys.stderr)
             return 1
         quarantine = producing.Quarantine(args.quarantine or producing.default_quarantine_path(settings))
         t0 = time.perf_counter()

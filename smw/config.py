@@ -105,14 +105,18 @@ def load(environ: dict[str, str] | None = None, dotenv: Path | None = ROOT / ".e
 
 
 def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:
-    """Add `--kafka-bootstrap` style overrides for the named settings."""
+    """Add `--kafka-bootstrap` style overrides for the named settings; each one's help shows the
+    value in force (from the environment, `.env` or the built-in default), secrets masked."""
     by_name = {f.name: f for f in fields(Settings)}
+    current = load()
     for name in names:
         f = by_name[name]
+        value = getattr(current, name)
+        shown = ("(set)" if value else "(not set)") if "password" in name else repr(value).replace("%", "%%")
         parser.add_argument(
             "--" + name.replace("_", "-"),
             default=None,
-            help=f"{f.metadata['help']} (env {f.metadata['env']}, default from environment)",
+            help=f"{f.metadata['help']} (env {f.metadata['env']}; now {shown})",
         )
 
 

@@ -5,11 +5,12 @@ import logging
 import re
 from pathlib import Path
 
+from cassandra import AuthenticationFailed, InvalidRequest
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
-from smw import config
+from smw import config, jobs
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,42 @@ def cluster(
     )
 
 
+class Unavailable(RuntimeError):
+    """Cassandra cannot be used as configured; the message is one line saying what to do."""
+
+
+def _refused(settings: config.Settings, where: str) -> Unavailable:
+    return Unavailable(f"Cassandra at {where} refused the credentials of user {settings.cassandra_username or '(none)'}; "
+                       "check CASSANDRA_USERNAME and CASSANDRA_PASSWORD")
+
+
 def connect(settings: config.Settings | None = None, keyspace: bool = True) -> tuple[Cluster, Session]:
-    """(cluster, session), the session bound to the configured keyspace unless keyspace=False."""
+    """(cluster, session), the session bound to the configured keyspace unless keyspace=False.
+
+    Raises `Unavailable` (a one-line message) when no host answers, the credentials are
+    refused or the keyspace does not exist.
+    """
     settings = settings or config.load()
+    name = check_identifier(settings.cassandra_keyspace)
     handle = cluster(settings)
-    session = handle.connect(check_identifier(settings.cassandra_keyspace) if keyspace else None)
+    where = f"{settings.cassandra_hosts}:{settings.cassandra_port}"
+    try:
+        # The driver logs each failed attempt with a traceback before it raises.
+        with jobs.quiet_logger("cassandra"):
+            session = handle.connect(name if keyspace else None)
+    except NoHostAvailable as exc:
+        handle.shutdown()
+        reasons = {type(e).__name__ for e in getattr(exc, "errors", {}).values()}
+        if "AuthenticationFailed" in reasons:
+            raise _refused(settings, where) from None
+        raise Unavailable(f"Cassandra is unreachable at {where} ({', '.join(sorted(reasons)) or 'no answer'}); "
+                          "is it running (make up) and are CASSANDRA_HOSTS and CASSANDRA_PORT right?") from None
+    except AuthenticationFailed:
+        handle.shutdown()
+        raise _refused(settings, where) from None
+    except InvalidRequest:
+        handle.shutdown()
+        raise Unavailable(f"Cassandra keyspace {name!r} does not exist at {where}; create it with make init") from None
     return handle, session
 
 

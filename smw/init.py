@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from smw import config, cql, rethink
+from smw import config, cql, jobs, rethink
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        init(config.from_args(args), args.only)
+        # kafka-python logs each failed attempt; the error below says it once.
+        with jobs.quiet_logger("kafka"):
+            init(config.from_args(args), args.only)
+    except cql.Unavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001 - a CLI: say what failed, exit non-zero
-        print(f"error: initialisation failed: {type(exc).__name__}: {exc}\n"
-              "is the stack up? (`make up`, then `make status`)", file=sys.stderr)
+        print(f"error: initialisation failed ({type(exc).__name__}: {exc}); is the stack up? (make up, then "
+              "make status)", file=sys.stderr)
         return 1
     return 0
 

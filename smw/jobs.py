@@ -28,6 +28,19 @@ def configure_logging(*quiet: str, level: int = logging.INFO) -> None:
 
 
 @contextmanager
+def quiet_logger(name: str):
+    """Silence a library's logger for a block: clients that log each failed connection attempt
+    (with a traceback) before they raise, where the caller's own one-line error says it all."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
 def session(app_name: str, settings: config.Settings, listener=None, conf: dict[str, str] | None = None):
     """A SparkSession (`smw.spark.session`) stopped on exit, with an optional query listener."""
     from smw import spark as spark_builder

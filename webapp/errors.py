@@ -9,6 +9,8 @@ from flask import Flask, jsonify, render_template, request
 from rethinkdb.errors import ReqlDriverError, ReqlError
 from werkzeug.exceptions import HTTPException
 
+from smw import cql
+
 log = logging.getLogger(__name__)
 
 JSON_PREFIXES = ("/api/", "/alerts/stream", "/blip", "/last", "/since", "/aggregate", "/hourly")
@@ -38,6 +40,7 @@ def init_app(app: Flask) -> None:
         return _respond(exc.code or 500, exc.description or exc.name)
 
     @app.errorhandler(NoHostAvailable)
+    @app.errorhandler(cql.Unavailable)
     @app.errorhandler(RequestExecutionException)
     @app.errorhandler(DriverException)
     @app.errorhandler(ReqlDriverError)

@@ -31,6 +31,16 @@ def test_command_line_overrides_environment(monkeypatch):
     assert settings.rethinkdb_db == "env_db"
 
 
+def test_help_shows_the_values_in_force_and_masks_secrets(monkeypatch):
+    monkeypatch.setenv("CASSANDRA_KEYSPACE", "from_env")
+    monkeypatch.setenv("CASSANDRA_PASSWORD", "s3cret")
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, "cassandra_keyspace", "cassandra_password")
+    text = " ".join(parser.format_help().split())
+    assert "(env CASSANDRA_KEYSPACE; now 'from_env')" in text
+    assert "(env CASSANDRA_PASSWORD; now (set))" in text and "s3cret" not in text
+
+
 def test_every_setting_has_an_environment_variable_in_env_example():
     example = (config.ROOT / ".env.example").read_text()
     for field in config.fields(config.Settings):

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from tests.webapp.conftest import D1, utc
+from webapp import create_app, shutdown
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,13 @@ def test_errors_are_json_for_the_api_and_html_for_pages_without_traces(client, a
     page = client.get("/houses/<script>")
     assert page.status_code == 400 and "<script>" not in page.get_data(as_text=True)
     assert client.get("/api/openapi.json").get_json()["openapi"].startswith("3.")
+
+
+def test_cassandra_down_is_a_503_not_a_500(settings):
+    app = create_app({"TESTING": True, "SMW_SETTINGS": settings.replace(cassandra_hosts="127.0.0.1",
+                                                                        cassandra_port="1")})
+    try:
+        response = app.test_client().get("/api/houses/h1/daily?from=2024-03-01&to=2024-03-02")
+        assert response.status_code == 503 and "not answering" in response.get_json()["error"]
+    finally:
+        shutdown(app)
