@@ -15,6 +15,19 @@ from smw import config, jobs
 log = logging.getLogger(__name__)
 
 CQL_DIR = config.ROOT / "infra" / "cql"
+
+
+class _NoKeyspaceAdvice(logging.Filter):
+    """Cassandra 5 warns on every statement prepared in a session bound to a keyspace (`USE
+    <keyspace> ... is considered to be an anti-pattern`): every process of the platform
+    works in the one configured keyspace, so the names are never ambiguous and the warning
+    would only repeat in every log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "USE <keyspace>" not in record.getMessage()
+
+
+logging.getLogger("cassandra.protocol").addFilter(_NoKeyspaceAdvice())
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,47}$")
 
 

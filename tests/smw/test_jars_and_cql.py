@@ -43,3 +43,15 @@ def test_valid_keyspace_names_pass(name):
 def test_invalid_keyspace_names_are_rejected(name):
     with pytest.raises(ValueError):
         cql.check_identifier(name)
+
+
+def test_the_servers_use_keyspace_advice_is_dropped_and_other_warnings_kept(caplog):
+    import logging
+
+    from smw import cql  # noqa: F401 - installs the filter
+
+    logger = logging.getLogger("cassandra.protocol")
+    with caplog.at_level(logging.WARNING, logger="cassandra.protocol"):
+        logger.warning("Server warning: `USE <keyspace>` with prepared statements is considered to be an anti-pattern")
+        logger.warning("Server warning: Aggregation query used without partition key")
+    assert [r.getMessage() for r in caplog.records] == ["Server warning: Aggregation query used without partition key"]
