@@ -15,6 +15,10 @@ export SMW_JARS_DIR SPARK_CONF_DIR
 # The venv first on PATH: spark-submit finds pyspark (SPARK_HOME) through `python3`;
 # SPARK_LOCAL_IP keeps the driver, its block manager and UI on loopback (local masters).
 SPARK_SUBMIT := SPARK_LOCAL_IP="$${SPARK_LOCAL_IP:-127.0.0.1}" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/spark-submit
+# The streaming jobs run as `python -m`: pyspark starts their JVM deaf to Ctrl-C, so the
+# driver alone hears it, stops its queries and exits 0. Under spark-submit the same Ctrl-C
+# would also reach the JVM, which shuts Spark down under the driver's feet.
+SPARK_JOB    := SPARK_LOCAL_IP="$${SPARK_LOCAL_IP:-127.0.0.1}" $(PY) -m
 PYTEST_ARGS ?=
 
 STAMP_VENV  := $(VENV)/.installed
@@ -97,10 +101,10 @@ pulse-store: init ## Store pulse-meter blinks from the events topic in Cassandra
 .PHONY: land land-once
 LAND_ARGS ?=
 land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C stops cleanly)
-	$(SPARK_SUBMIT) ingest/land.py $(LAND_ARGS)
+	$(SPARK_JOB) ingest.land $(LAND_ARGS)
 
 land-once: init ## Land everything in Kafka now, then stop (nightly runs)
-	$(SPARK_SUBMIT) ingest/land.py --once $(LAND_ARGS)
+	$(SPARK_JOB) ingest.land --once $(LAND_ARGS)
 
 .PHONY: batch houses
 DATE ?=
@@ -120,7 +124,7 @@ EVAL_ARGS ?=
 SEEDS ?=
 BENCH_STREAM_ARGS ?=
 stream: init ## Raise overshoot / no-data / new-peak alerts from Kafka into RethinkDB and Cassandra (Ctrl-C stops cleanly)
-	$(SPARK_SUBMIT) streaming/alerts.py $(STREAM_ARGS)
+	$(SPARK_JOB) streaming.alerts $(STREAM_ARGS)
 
 eval-alerts: init ## Alert quality on generated spikes: precision, recall, false alerts per house-day (SEEDS=1-8: a row per seed)
 	$(PY) -m tools.evaluate_alerts $(if $(SEEDS),--seeds $(SEEDS)) $(EVAL_ARGS)

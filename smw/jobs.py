@@ -12,6 +12,7 @@ unfinished batch is redone from its checkpoint on the next start.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from typing import Callable
 
@@ -98,33 +99,55 @@ def observed(progress, name: str) -> dict:
     return row.asDict() if row is not None else {}
 
 
-def stop_on_signals(queries, logger: logging.Logger) -> None:
-    """SIGTERM and SIGINT stop the streaming queries."""
+def stop_on_signals(logger: logging.Logger):
+    """SIGTERM and SIGINT ask the streaming queries to stop; returns the event they set.
+
+    The handler only sets the event: it runs on the main thread, which is usually inside a
+    py4j call waiting for the JVM, and a second py4j call from there would be a reentrant
+    read of the same socket. `await_queries` stops the queries once it sees the event.
+    """
     import signal
+    import threading
+
+    stopping = threading.Event()
 
     def stop(signum, _frame):
-        logger.info("signal %d: stopping", signum)
-        for query in queries:
-            query.stop()
+        if stopping.is_set():
+            # A second signal: the user does not want to wait. The checkpoint makes this safe too.
+            logger.warning("signal %d again: exiting now", signum)
+            os._exit(128 + signum)
+        logger.info("signal %d: stopping (the current batch is redone on the next start)", signum)
+        stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    return stopping
 
 
-def await_queries(queries, logger: logging.Logger, what: str) -> int:
-    """Wait until every query has stopped; 0, or 1 (logged) if one failed."""
+def await_queries(queries, logger: logging.Logger, what: str, stopping=None, poll_s: float = 0.5) -> int:
+    """Wait until every query has stopped, or `stopping` is set (then stop them); 0, or 1
+    (logged) if one failed."""
     from pyspark.errors import StreamingQueryException
 
     try:
-        for query in queries:
+        while True:
+            active = [query for query in queries if query.isActive]
+            if stopping is not None and stopping.is_set():
+                for query in active:
+                    query.stop()
+                break
+            if not active:
+                break
+            active[0].awaitTermination(poll_s)
+        for query in queries:  # raises the failure of a query that ended with one
             query.awaitTermination()
     except StreamingQueryException as exc:
         logger.error("%s failed: %s", what, exc)
         return 1
+    logger.info("%s stopped", what)
     return 0
 
 
 def serve(queries, logger: logging.Logger, what: str) -> int:
     """Run streaming queries until they end or a signal stops them; the exit status."""
-    stop_on_signals(queries, logger)
-    return await_queries(queries, logger, what)
+    return await_queries(queries, logger, what, stop_on_signals(logger))

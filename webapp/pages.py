@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, abort, current_app, render_template, request
 
@@ -55,11 +56,18 @@ def zips():
 
 
 @bp.app_template_filter("ts")
-def format_ts(epoch_s):
-    """Epoch seconds as an ISO UTC timestamp."""
+def format_ts(epoch_s, tz: str | None = None):
+    """Epoch seconds as a timestamp with its zone: in `tz` (a house's data in the house's
+    zone) when given and known, else UTC."""
     if epoch_s is None:
         return ""
-    return dt.datetime.fromtimestamp(epoch_s, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    zone = dt.timezone.utc
+    if tz:
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = dt.timezone.utc
+    return dt.datetime.fromtimestamp(epoch_s, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @bp.app_context_processor

@@ -148,3 +148,12 @@ def test_cassandra_down_is_a_503_not_a_500(settings):
         assert response.status_code == 503 and "not answering" in response.get_json()["error"]
     finally:
         shutdown(app)
+
+
+def test_times_carry_their_zone_the_houses_for_a_houses_data():
+    from webapp.pages import format_ts
+
+    start = utc(2024, 3, 1, 12).timestamp()
+    assert format_ts(start, "America/New_York") == "2024-03-01 07:00:00 EST"
+    assert format_ts(start) == format_ts(start, "Not/AZone") == "2024-03-01 12:00:00 UTC"
+    assert format_ts(None) == ""

@@ -30,8 +30,21 @@ const SMW = (() => {
 
   function pct(value) { return value === null || value === undefined ? "–" : (value * 100).toFixed(1) + " %"; }
 
-  function tsText(epochS) {
-    return epochS === null || epochS === undefined ? "" : new Date(epochS * 1000).toISOString().replace("T", " ").slice(0, 19) + "Z";
+  // A timestamp with its zone: in `tz` (a house's data in the house's zone) when given, else UTC.
+  function tsText(epochS, tz) {
+    if (epochS === null || epochS === undefined) return "";
+    const date = new Date(epochS * 1000);
+    if (!tz) return date.toISOString().replace("T", " ").slice(0, 19) + " UTC";
+    const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", {
+      timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+      second: "2-digit", hourCycle: "h23", timeZoneName: "short" }).formatToParts(date).map(p => [p.type, p.value]));
+    return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second} ${parts.timeZoneName}`;
+  }
+
+  // n colours, all different: the palette while it lasts, else hues spread evenly.
+  function colours(n) {
+    if (n <= palette.length) return palette.slice(0, n);
+    return Array.from({ length: n }, (_, i) => `hsl(${Math.round(i * 360 / n)}, 55%, ${i % 2 ? 45 : 60}%)`);
   }
 
   async function getJSON(url) {
@@ -49,7 +62,8 @@ const SMW = (() => {
 
   function width(container) { return Math.max(320, container.clientWidth - 10); }
 
-  // A bar chart over categories (x = index) with one or more stacked series.
+  // A bar chart over categories (x = index) with one or more stacked series. Values from
+  // zero; category labels turn when they would overlap; a series may bring its own colour.
   function bars(container, labels, series, opts = {}) {
     container.replaceChildren();
     const stacked = opts.stacked !== false;
@@ -63,26 +77,37 @@ const SMW = (() => {
     drawn.reverse();                      // tallest first so shorter bars paint on top
     for (const s of drawn) data.push(s.values);
     const barPaths = uPlot.paths.bars({ size: [0.7, 60] });
-    const colours = series.map((_, i) => palette[i % palette.length]).reverse();
+    const own = colours(series.filter(s => !s.colour).length);
+    let next = 0;
+    const fills = series.map(s => s.colour || own[next++]).reverse();
+    const chartWidth = width(container);
+    const longest = Math.max(1, ...labels.map(l => String(l).length));
+    const turned = labels.length * (longest * 7 + 8) > chartWidth - 80;
     return new uPlot({
-      width: width(container), height: opts.height || 320,
-      scales: { x: { time: false, range: [-0.5, labels.length - 0.5] } },
-      axes: [{ values: (u, ticks) => ticks.map(t => labels[t] ?? ""), space: 40, size: 50 },
+      width: chartWidth, height: (opts.height || 320) + (turned ? longest * 5 : 0),
+      scales: { x: { time: false, range: [-0.5, labels.length - 0.5] },
+                y: { range: (u, min, max) => [0, max > 0 ? max * 1.05 : 1] } },
+      axes: [{ values: (u, ticks) => ticks.map(t => labels[t] ?? ""), space: turned ? 14 : 40,
+               rotate: turned ? -60 : 0, size: turned ? longest * 6 + 20 : 50, label: opts.xLabel || "" },
              { label: opts.yLabel || "", size: 60 }],
       legend: { show: series.length > 1 },
       series: [{ label: opts.xLabel || "" }].concat(drawn.map((s, i) => ({
-        label: s.label, fill: colours[i], stroke: colours[i], paths: barPaths, points: { show: false } }))),
+        label: s.label, fill: fills[i], stroke: fills[i], paths: barPaths, points: { show: false } }))),
     }, data, container);
   }
 
-  // A time chart: x in epoch seconds, one line per series.
+  // A time chart: x in epoch seconds, one line per series; times in `opts.tz` (labelled)
+  // when given, else UTC.
   function lines(container, xs, series, opts = {}) {
     container.replaceChildren();
+    const tz = opts.tz || "UTC";
+    const strokes = colours(series.length);
     return new uPlot({
       width: width(container), height: opts.height || 300,
+      tzDate: ts => uPlot.tzDate(new Date(ts * 1000), tz),
       scales: { x: { time: true } },
-      axes: [{}, { label: opts.yLabel || "W", size: 60 }],
-      series: [{}].concat(series.map((s, i) => ({ label: s.label, stroke: palette[i % palette.length], width: 1.5, spanGaps: false }))),
+      axes: [{ label: "time (" + tz + ")" }, { label: opts.yLabel || "W", size: 60 }],
+      series: [{ label: "time (" + tz + ")" }].concat(series.map((s, i) => ({ label: s.label, stroke: strokes[i], width: 1.5, spanGaps: false }))),
     }, [xs].concat(series.map(s => s.values)), container);
   }
 
@@ -116,5 +141,5 @@ const SMW = (() => {
     load();
   }
 
-  return { el, row, link, fmt, pct, tsText, getJSON, fill, bars, lines, align, showError, dayPage, palette };
+  return { el, row, link, fmt, pct, tsText, getJSON, fill, bars, lines, align, showError, dayPage, palette, colours };
 })();

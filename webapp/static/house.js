@@ -15,8 +15,8 @@
       if (!form.elements.to.value) form.elements.to.value = daily.to;
       const labels = daily.days.map(d => d.day.slice(5));
       const series = daily.appliances.map(name => ({ label: name, values: daily.days.map(d => d.appliances[name] || 0) }));
-      series.push({ label: "untracked", values: daily.days.map(d => Math.max(d.untracked_kwh || 0, 0)) });
-      if (daily.days.length) SMW.bars(chart, labels, series, { yLabel: "kWh" });
+      series.push({ label: "untracked", colour: "#3b3b3b", values: daily.days.map(d => Math.max(d.untracked_kwh || 0, 0)) });
+      if (daily.days.length) SMW.bars(chart, labels, series, { yLabel: "kWh", xLabel: "local day (" + form.dataset.tz + ")" });
       else chart.textContent = "No daily energy in this range.";
       const t = daily.totals;
       const rows = daily.appliances.map(name => SMW.row([

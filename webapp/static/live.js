@@ -21,7 +21,7 @@
       if (lastTs === null) lastTs = from;
       const [xs, series] = SMW.align(live);
       const chart = document.getElementById("live-chart");
-      if (xs.length) SMW.lines(chart, xs, series);
+      if (xs.length) SMW.lines(chart, xs, series, { tz: form.dataset.tz });
       else chart.textContent = "No readings in the last 20 minutes.";
     } catch (error) { SMW.showError(document.getElementById("live-chart"), error); }
   }
@@ -33,7 +33,7 @@
       const data = await SMW.getJSON(`${base}?meter=${encodeURIComponent(meters())}&from_ts_s=${(now - spanS).toFixed(0)}&to_ts_s=${now.toFixed(0)}`);
       document.getElementById("resolution").textContent = "resolution: " + data.resolution;
       const [xs, series] = SMW.align(data.series);
-      if (xs.length) SMW.lines(chart, xs, series);
+      if (xs.length) SMW.lines(chart, xs, series, { tz: form.dataset.tz });
       else chart.textContent = "No data in this span.";
     } catch (error) { SMW.showError(chart, error); }
   }
