@@ -365,8 +365,17 @@ def read_readings(spark, settings: config.Settings, readings_path: str | None, f
     """Readings of the UTC date partitions covering the local days first_day..last_day."""
     from pyspark.sql import functions as F
 
+    from pyspark.errors import AnalysisException
+
     wanted = [F.lit(d).cast("date") for d in utc_dates(first_day, last_day)]
-    frame = spark.read.parquet(readings_path) if readings_path else zones.read_raw(spark, settings)
+    try:
+        frame = spark.read.parquet(readings_path) if readings_path else zones.read_raw(spark, settings)
+    except AnalysisException as exc:
+        if "Unable to infer schema" not in str(exc):
+            raise
+        where = readings_path or zones.landing_zone(settings)
+        raise SystemExit(f"error: no readings in {where} at all; land some first (make land, or make land-once "
+                         "for what Kafka holds now)") from None
     return frame.where(F.col("date").cast("date").isin(*wanted)).select(*schema.NAMES)
 
 

@@ -46,13 +46,19 @@ def session(app_name: str, settings: config.Settings, listener=None, conf: dict[
     """A SparkSession (`smw.spark.session`) stopped on exit, with an optional query listener."""
     from smw import spark as spark_builder
 
+    from py4j.protocol import Py4JError
+
     spark = spark_builder.session(app_name, settings, conf)
     if listener is not None:
         spark.streams.addListener(listener)
     try:
         yield spark
     finally:
-        spark.stop()
+        try:
+            spark.stop()
+        except Py4JError:
+            # A SIGTERM to the whole process group (a service manager's stop) ends the JVM too.
+            logging.getLogger(__name__).info("Spark had already stopped")
 
 
 def progress_listener(logger: logging.Logger, on_progress: Callable):
@@ -121,12 +127,17 @@ def stop_on_signals(logger: logging.Logger):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # Once stopping, a JVM that ended with the same signal makes py4j log each broken call
+    # with a traceback; `await_queries` says what happened in one line.
+    for name in ("py4j.clientserver", "py4j.java_gateway", ""):  # "": py4j logs some on the root logger
+        logging.getLogger(name).addFilter(lambda _record: not stopping.is_set())
     return stopping
 
 
 def await_queries(queries, logger: logging.Logger, what: str, stopping=None, poll_s: float = 0.5) -> int:
     """Wait until every query has stopped, or `stopping` is set (then stop them); 0, or 1
     (logged) if one failed."""
+    from py4j.protocol import Py4JError
     from pyspark.errors import StreamingQueryException
 
     try:
@@ -144,6 +155,13 @@ def await_queries(queries, logger: logging.Logger, what: str, stopping=None, pol
     except StreamingQueryException as exc:
         logger.error("%s failed: %s", what, exc)
         return 1
+    except Py4JError:
+        if stopping is None or not stopping.is_set():
+            raise
+        # The signal went to the whole process group (a service manager's stop, `kill -- -PGID`):
+        # the JVM ended with it. The checkpoint resumes the unfinished batch.
+        logger.info("%s stopped (Spark's JVM ended with the same signal)", what)
+        return 0
     logger.info("%s stopped", what)
     return 0
 

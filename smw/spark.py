@@ -103,8 +103,57 @@ def launch_conf(settings: config.Settings) -> dict[str, str]:
     }
 
 
+def spark_log(settings: config.Settings | None = None) -> Path:
+    """Where Spark's own log goes (its INFO lines; the console gets its warnings only)."""
+    settings = settings or config.load()
+    return Path(settings.var_dir) / "log" / "spark.log"
+
+
+# Spark's JVM log: warnings and errors on the console (SMW_SPARK_CONSOLE_LEVEL=info brings
+# everything back), everything from INFO up in spark_log() (50 MB, then 3 older files). A few libraries' notices that
+# say nothing to a user of this machine stay in the file.
+LOG4J2 = """\
+# Written by `make setup` (smw.spark.write_spark_defaults); do not edit.
+rootLogger.level = info
+rootLogger.appenderRef.console.ref = console
+rootLogger.appenderRef.console.level = ${{env:SMW_SPARK_CONSOLE_LEVEL:-warn}}
+rootLogger.appenderRef.file.ref = file
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{HH:mm:ss}} %p %c{{1}}: %m%n%ex
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.filePattern = {log}.%i
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 50MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{yyyy-MM-dd HH:mm:ss}} %p %c: %m%n%ex
+# A driver started by pyspark counts as a shell (its JVM's main class is the gateway), whose
+# console Spark turns to WARN with two lines saying so, unless this logger's level is the root's.
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = info
+logger.native.name = org.apache.hadoop.util.NativeCodeLoader
+logger.native.level = error
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = warn
+# "adaptive execution is not supported in streaming", "configurations supplied but not used":
+# every streaming job says them on every start, and nothing is to be done about them.
+logger.streamwrite.name = org.apache.spark.sql.execution.streaming.ResolveWriteToStream
+logger.streamwrite.level = error
+logger.kafkaconfig.name = org.apache.kafka.clients.admin.AdminClientConfig
+logger.kafkaconfig.level = error
+"""
+
+
 def write_spark_defaults(settings: config.Settings | None = None) -> Path:
-    """Write spark-defaults.conf so that plain `spark-submit` finds the jars."""
+    """Write spark-defaults.conf so that plain `spark-submit` finds the jars, and
+    log4j2.properties (`LOG4J2`) beside it: both are read from SPARK_CONF_DIR."""
     settings = settings or config.load()
     folder = spark_conf_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +162,7 @@ def write_spark_defaults(settings: config.Settings | None = None) -> Path:
     lines = ["# Written by `make setup` (smw.spark.write_spark_defaults); do not edit."]
     lines += [f"{key} {value}" for key, value in sorted(conf.items())]
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "log4j2.properties").write_text(LOG4J2.format(log=spark_log(settings)), encoding="utf-8")
     return target
 
 
@@ -141,7 +191,9 @@ def session(app_name: str, settings: config.Settings | None = None, conf: dict[s
     for key, value in options.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("SPARK_LOG_LEVEL", "WARN"))
+    if os.environ.get("SPARK_LOG_LEVEL"):
+        # Otherwise log4j2.properties decides: warnings on the console, INFO in spark_log().
+        spark.sparkContext.setLogLevel(os.environ["SPARK_LOG_LEVEL"])
     loaded = spark.sparkContext.getConf().get("spark.jars", "")
     if "spark-cassandra-connector" not in loaded:
         raise RuntimeError(

@@ -160,6 +160,14 @@ def test_a_day_without_readings_fails_loudly_unless_expected(spark, settings, tm
     assert result["daily_energy_by_house"].count() == 0 and result["thresholds"].count() == 1
 
 
+def test_no_readings_at_all_is_a_clear_error(spark, settings, tmp_path):
+    (tmp_path / "readings").mkdir()
+    houses = tmp_path / "houses.json"
+    houses.write_text(json.dumps({"house_id": "h1", "zip": "02139", "tz": "America/New_York"}))
+    with pytest.raises(SystemExit, match=f"no readings in {tmp_path / 'readings'} at all; land some first"):
+        nightly.run(spark, settings, nightly.Params(), DAY, DAY, str(tmp_path / "readings"), str(houses), write=False)
+
+
 def test_unreachable_cassandra_is_a_clear_error(settings):
     with pytest.raises(SystemExit, match="unreachable"):
         nightly.check_cassandra(settings.replace(cassandra_hosts="127.0.0.1", cassandra_port="1"))
