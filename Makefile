@@ -106,6 +106,12 @@ land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C
 land-once: init ## Land everything in Kafka now, then stop (nightly runs)
 	$(SPARK_JOB) ingest.land --once $(LAND_ARGS)
 
+.PHONY: cqlsh
+CQL ?=
+cqlsh: setup ## Cassandra's shell on the configured keyspace (CQL="SELECT ..." runs one statement and exits)
+	@$(PY) -c 'from smw import config; s = config.load(); print(s.cassandra_host_list[0], s.cassandra_port, s.cassandra_keyspace)' \
+	  | { read host port keyspace; exec $(VENV)/bin/cqlsh "$$host" "$$port" -k "$$keyspace" $(if $(CQL),-e "$(CQL)"); }
+
 .PHONY: batch houses
 DATE ?=
 BATCH_ARGS ?=

@@ -40,6 +40,7 @@ from smw.alert import RETHINKDB_TABLE
 from tools.services import PidFileProcess
 
 DEMO_TOPIC = "smw-demo-readings"
+DEMO_NAMESPACE = "smw_demo"
 JOBS = ("land", "alerts", "web", "live")
 
 
@@ -113,9 +114,13 @@ class Demo:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.home = Path(args.home)
-        self.settings = config.load().replace(kafka_topic=args.topic, data_dir=str(self.home / "data"))
+        # The demo's data lives apart from the pipeline's own: its topic, keyspace, RethinkDB
+        # database and data folder.
+        self.settings = config.load().replace(kafka_topic=args.topic, data_dir=str(self.home / "data"),
+                                              cassandra_keyspace=args.namespace, rethinkdb_db=args.namespace)
         self.env = dict(os.environ)
         self.env.update({"KAFKA_TOPIC": self.settings.kafka_topic, "DATA_DIR": self.settings.data_dir,
+                         "CASSANDRA_KEYSPACE": args.namespace, "RETHINKDB_DB": args.namespace,
                          "SMW_WEB_PORT": str(args.port), "SPARK_LOCAL_IP": self.env.get("SPARK_LOCAL_IP", "127.0.0.1"),
                          "PYTHONPATH": str(config.ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
         self.today = dt.date.today()
@@ -354,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=int(os.environ.get("SMW_WEB_PORT", "8000")),
                      help="web app port on 127.0.0.1 (default 8000)")
     run.add_argument("--topic", default=DEMO_TOPIC, help=f"Kafka topic of the demo (default {DEMO_TOPIC})")
+    run.add_argument("--namespace", default=DEMO_NAMESPACE,
+                     help=f"Cassandra keyspace and RethinkDB database of the demo, apart from the pipeline's "
+                          f"own (default {DEMO_NAMESPACE})")
     run.add_argument("--alert-timeout-s", type=float, default=300.0, help="give up waiting for an alert (default 300)")
     run.set_defaults(func=start)
     commands.add_parser("status", help="which demo processes run").set_defaults(func=status)

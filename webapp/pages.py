@@ -72,4 +72,7 @@ def format_ts(epoch_s, tz: str | None = None):
 
 @bp.app_context_processor
 def inject_tariff():
-    return {"currency": current_app.config["TARIFF"].get("currency", "USD")}
+    settings = current_app.config["SMW_SETTINGS"]
+    # Which data the pages show: the demo's namespace is not the pipeline's own.
+    return {"currency": current_app.config["TARIFF"].get("currency", "USD"),
+            "data_source": f"keyspace {settings.cassandra_keyspace} · alerts {settings.rethinkdb_db}"}

@@ -44,7 +44,8 @@ def demo(tmp_path_factory, kafka_ready, cassandra_session, rethinkdb_ready):
     env = dict(os.environ, CASSANDRA_KEYSPACE=NAMESPACE, RETHINKDB_DB=NAMESPACE)
     command = [sys.executable, "-m", "tools.demo", "--home", str(home), "start", "--houses", str(HOUSES),
                "--days", str(DAYS), "--period-s", str(PERIOD_S), "--seed", str(SEED), "--speed", "60",
-               "--live-spikes", "96", "--port", str(port), "--topic", topic, "--alert-timeout-s", "240"]
+               "--live-spikes", "96", "--port", str(port), "--topic", topic, "--namespace", NAMESPACE,
+               "--alert-timeout-s", "240"]
     started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     info = {"home": home, "port": port, "url": f"http://127.0.0.1:{port}", "topic": topic, "env": env,
             "output": started.stdout + started.stderr, "returncode": started.returncode}

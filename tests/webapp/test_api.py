@@ -117,7 +117,7 @@ def test_pages_render_and_escape_stored_text(client, cassandra_session, house_id
         assert client.get(url).status_code == 200, url
 
 
-def test_thresholds_tell_the_usual_power_normal_peak_and_usual_run(client, cassandra_session, house_id):
+def test_thresholds_tell_the_usual_power_normal_peak_and_usual_run(client, cassandra_session, house_id, settings):
     insert = ("INSERT INTO thresholds (house_id, meter, appliance, threshold_w, normal_peak_w, min_run_s) "
               "VALUES (%s, %s, %s, %s, %s, %s)")
     cassandra_session.execute(insert, (house_id, 3, "refrigerator", 128.5, 484.0, 1076.0))
@@ -127,6 +127,8 @@ def test_thresholds_tell_the_usual_power_normal_peak_and_usual_run(client, cassa
     html = client.get(f"/houses/{house_id}").get_data(as_text=True)
     assert "<td>128.5</td><td>484</td><td>18 min</td>" in html
     assert "<td>1400.0</td><td></td><td></td>" in html
+    # Every page says which data it shows.
+    assert f"keyspace {settings.cassandra_keyspace} · alerts {settings.rethinkdb_db}" in html
 
 
 def test_errors_are_json_for_the_api_and_html_for_pages_without_traces(client, app):
