@@ -124,13 +124,17 @@ houses: init ## Register houses (time zone, zip) from HOUSES=path/to/houses.parq
 
 ## ---------------------------------------------------------------- tests
 # Streaming alerts: the job, its quality evaluation and its benchmark.
-.PHONY: stream eval-alerts bench-stream
+.PHONY: stream stream-reset eval-alerts bench-stream
 STREAM_ARGS ?=
 EVAL_ARGS ?=
 SEEDS ?=
 BENCH_STREAM_ARGS ?=
 stream: init ## Raise overshoot / no-data / new-peak alerts from Kafka into RethinkDB and Cassandra (Ctrl-C stops cleanly)
 	$(SPARK_JOB) streaming.alerts $(STREAM_ARGS)
+
+stream-reset: ## Forget the alert job's place in Kafka and its meter state (stop the job first); its next start begins afresh
+	@$(PY) -c 'import shutil; from smw import config, zones; p = zones.checkpoint(config.load(), "alerts"); \
+	  shutil.rmtree(p, ignore_errors=True); print(f"removed {p}: make stream starts afresh (see --starting-offsets)")'
 
 eval-alerts: init ## Alert quality on generated spikes: precision, recall, false alerts per house-day (SEEDS=1-8: a row per seed)
 	$(PY) -m tools.evaluate_alerts $(if $(SEEDS),--seeds $(SEEDS)) $(EVAL_ARGS)
