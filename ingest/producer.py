@@ -342,23 +342,29 @@ class Pacer:
     with the present, then in real time, like a live meter.
     """
 
-    def __init__(self, speed: float, not_ahead: bool = False):
+    def __init__(self, speed: float, not_ahead: bool = False, stop: threading.Event | None = None):
         self.speed = speed
         self.not_ahead = not_ahead
         self.origin: tuple[float, float] | None = None
+        # A wait for a reading's time (up to a period, in real time) ends early when this is set.
+        self.stop = stop
 
     def wait(self, ts_s: float) -> None:
-        if self.speed <= 0:
-            return
         now = time.monotonic()
-        if self.origin is None:
+        if self.speed <= 0:
+            due = now  # as fast as possible, but never ahead of the clock when so asked
+        elif self.origin is None:
             self.origin = (ts_s, now)
-            return
-        due = self.origin[1] + (ts_s - self.origin[0]) / self.speed
+            due = now
+        else:
+            due = self.origin[1] + (ts_s - self.origin[0]) / self.speed
         if self.not_ahead:
             due = max(due, now + (ts_s - time.time()))
         if due > now:
-            time.sleep(due - now)
+            if self.stop is None:
+                time.sleep(due - now)
+            else:
+                self.stop.wait(due - now)
 
 
 class _InFlight:
@@ -445,7 +451,7 @@ def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, 
     stats = stats if stats is not None else PublishStats()
     max_span_s = speed if speed > 0 else None
     quarantine = quarantine or Quarantine(None)
-    pacer = Pacer(speed, not_ahead)
+    pacer = Pacer(speed, not_ahead, stop)
     in_flight = _InFlight(max_in_flight_bytes, stats)
     try:
         for batch in batches:
@@ -455,6 +461,8 @@ def publish(batches: Iterable[pa.RecordBatch | pa.Table], producer, topic: str, 
                 if stop is not None and stop.is_set():
                     return stats
                 pacer.wait(last_ts)
+                if stop is not None and stop.is_set():
+                    return stats
                 if not in_flight.acquire(len(value), stop):
                     return stats
                 future = send_with_retry(producer, topic, key, value, stats, stop)

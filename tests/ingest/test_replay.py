@@ -129,3 +129,35 @@ def test_not_ahead_pacing_catches_up_then_keeps_to_the_wall_clock():
     waited = time.monotonic() - started
     assert caught_up < 0.3
     assert waited >= 0.35
+
+
+def test_not_ahead_holds_at_full_speed_too(monkeypatch):
+    """--speed 0 (as fast as possible) with --not-ahead sends the past at once and waits for
+    each future reading's time: a live replay must not send the rest of the day up front."""
+    from ingest import producer
+
+    slept = []
+    monkeypatch.setattr(producer.time, "sleep", slept.append)
+    now = time.time()
+    pacer = producer.Pacer(speed=0.0, not_ahead=True)
+    pacer.wait(now - 3600.0)
+    pacer.wait(now - 1.0)
+    assert slept == []
+    pacer.wait(now + 120.0)
+    assert len(slept) == 1 and 115.0 < slept[0] <= 120.0
+    producer.Pacer(speed=0.0).wait(now + 120.0)  # without --not-ahead: no wait
+    assert len(slept) == 1
+
+
+def test_a_stop_ends_a_wait_for_the_wall_clock():
+    """Ctrl-C during a live replay's wait for its next reading (up to a period) stops it then."""
+    import threading
+
+    from ingest import producer
+
+    stop = threading.Event()
+    pacer = producer.Pacer(speed=0.0, not_ahead=True, stop=stop)
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+    pacer.wait(time.time() + 60.0)
+    assert stop.is_set() and time.monotonic() - started < 30.0
