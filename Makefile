@@ -66,7 +66,7 @@ $(STAMP_NODE): infra/reqlite/package.json infra/reqlite/package-lock.json
 ## ---------------------------------------------------------------- local stack
 .PHONY: up down status init
 up: setup ## Start Kafka (KRaft), Cassandra and reqlite on 127.0.0.1; wait until ready
-	$(PY) -m tools.services up
+	@$(PY) -m tools.services up
 
 down: ## Stop the services started by `make up` (by pid file)
 	@if [ -x $(PY) ]; then $(PY) -m tools.services down; else echo "nothing to stop (no .venv)"; fi
@@ -75,7 +75,7 @@ status: ## Show each service with pid, address, readiness and memory
 	@$(PY) -m tools.services status
 
 init: up ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/indexes (idempotent)
-	$(PY) -m smw.init
+	@$(PY) -m smw.init
 
 ## ---------------------------------------------------------------- pipeline
 .PHONY: generate replay land land-once
@@ -101,10 +101,10 @@ pulse-store: init ## Store pulse-meter blinks from the events topic in Cassandra
 .PHONY: land land-once
 LAND_ARGS ?=
 land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C stops cleanly)
-	$(SPARK_JOB) ingest.land $(LAND_ARGS)
+	@$(SPARK_JOB) ingest.land $(LAND_ARGS)
 
 land-once: init ## Land everything in Kafka now, then stop (nightly runs)
-	$(SPARK_JOB) ingest.land --once $(LAND_ARGS)
+	@$(SPARK_JOB) ingest.land --once $(LAND_ARGS)
 
 .PHONY: cqlsh
 CQL ?=
@@ -116,7 +116,7 @@ cqlsh: setup ## Cassandra's shell on the configured keyspace (CQL="SELECT ..." r
 DATE ?=
 BATCH_ARGS ?=
 batch: init ## Nightly batch into Cassandra for DATE=YYYY-MM-DD (default: yesterday); BATCH_ARGS="--from D --to D"
-	$(SPARK_SUBMIT) batch/nightly.py $(if $(DATE),--date $(DATE)) $(BATCH_ARGS)
+	@$(SPARK_SUBMIT) batch/nightly.py $(if $(DATE),--date $(DATE)) $(BATCH_ARGS)
 
 houses: init ## Register houses (time zone, zip) from HOUSES=path/to/houses.parquet
 	@test -n "$(HOUSES)" || { echo "usage: make houses HOUSES=path/to/houses.parquet"; exit 2; }
@@ -130,7 +130,7 @@ EVAL_ARGS ?=
 SEEDS ?=
 BENCH_STREAM_ARGS ?=
 stream: init ## Raise overshoot / no-data / new-peak alerts from Kafka into RethinkDB and Cassandra (Ctrl-C stops cleanly)
-	$(SPARK_JOB) streaming.alerts $(STREAM_ARGS)
+	@$(SPARK_JOB) streaming.alerts $(STREAM_ARGS)
 
 stream-reset: ## Forget the alert job's place in Kafka and its meter state (stop the job first); its next start begins afresh
 	@$(PY) -c 'import shutil; from smw import config, zones; p = zones.checkpoint(config.load(), "alerts"); \

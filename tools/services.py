@@ -385,20 +385,21 @@ def select(names: list[str] | None, settings: config.Settings) -> list[Service]:
 
 def up(services: list[Service], timeout_s: float) -> None:
     """Start every service that is not running, then wait until all are ready."""
-    running: list[tuple[Service, int, float]] = []
+    running: list[tuple[Service, int, float, bool]] = []
     for service in services:
         pid = service.pid()
-        if pid is not None:
-            print(f"{service.name:<10} already running (pid {pid})")
-        else:
+        already = pid is not None
+        if not already:
             if service.pid_file.exists():
                 print(f"{service.name:<10} stale pid file: the process is gone; restarting")
             pid = service.start()
             print(f"{service.name:<10} started (pid {pid}), log {service.log_file}")
-        running.append((service, pid, time.monotonic()))
-    for service, pid, t0 in running:
+        running.append((service, pid, time.monotonic(), already))
+    # One line per service that was already up (every `make` target that needs the stack says it).
+    for service, pid, t0, already in running:
         service.wait_ready(pid, timeout_s)
-        print(f"{service.name:<10} ready on {service.host}:{service.port} ({time.monotonic() - t0:.1f} s)")
+        how = f"already running, pid {pid}" if already else f"{time.monotonic() - t0:.1f} s"
+        print(f"{service.name:<10} ready on {service.host}:{service.port} ({how})")
 
 
 def down(services: list[Service]) -> None:
