@@ -42,11 +42,14 @@ setup: $(STAMP_VENV) $(STAMP_JARS) $(SPARK_DEFAULTS) $(SPARK_CLASSES) $(STAMP_NO
 $(STAMP_VENV): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	@# setuptools warns that an editable install can be shadowed by a folder of the package's name: not here.
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
 $(STAMP_JARS): $(MAVEN_POMS) $(STAMP_VENV)
-	mvn -B -q -f infra/maven/pom.xml -Djars.dir=$(SMW_JARS_DIR) package
+	@# Maven's console library writes colour resets even in batch mode: stripped, errors kept.
+	set -o pipefail; mvn -B -q -f infra/maven/pom.xml -Djars.dir=$(SMW_JARS_DIR) package 2>&1 \
+	  | sed -u -e 's/\x1b\[[0-9;]*m//g' -e '/^$$/d'
 	$(PY) -m smw.jars prune
 	@touch $@
 

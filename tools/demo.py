@@ -309,13 +309,17 @@ def start(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{args.port}"
     demo.say(f"first live alert: {alert.get('appliance')} in {alert.get('house_id')} "
              f"(peak {alert.get('peak_w', 0):.0f} W against a {alert.get('threshold_w', 0):.0f} W threshold)")
+    pages = [(f"{url}/", "overview: houses, yesterday's kWh, open alerts, top consumers"),
+             (f"{url}/alerts", "live alerts as they open and close (Server-Sent Events)"),
+             (f"{url}/houses/{alert.get('house_id')}", "a house: daily kWh per appliance, thresholds, cost"),
+             (f"{url}/zips", "daily totals per zip code")]
+    width = max(len(page) for page, _ in pages)
+    listing = "\n".join(f"  {page:<{width}}  {what}" for page, what in pages)
     print(f"""
 Smart Meter Watchdog demo is running: {url}
+Its data: Kafka topic {args.topic}, keyspace and alerts database {args.namespace}, folder {demo.home / 'data'}
 
-  {url}/                      overview: houses, yesterday's kWh, open alerts, top consumers
-  {url}/alerts                live alerts as they open and close (Server-Sent Events)
-  {url}/houses/{alert.get('house_id')}      a house: daily kWh per appliance, thresholds, cost
-  {url}/zips                  daily totals per zip code
+{listing}
 
 Today's last {args.catch_up_hours:g} h are replayed at {args.speed:g}x, then readings go on in real time
 with injected spikes; new alerts keep arriving ({url}/houses/<house>/live shows live power).
