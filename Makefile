@@ -20,6 +20,10 @@ SPARK_SUBMIT := SPARK_LOCAL_IP="$${SPARK_LOCAL_IP:-127.0.0.1}" PATH="$(CURDIR)/$
 # would also reach the JVM, which shuts Spark down under the driver's feet.
 SPARK_JOB    := SPARK_LOCAL_IP="$${SPARK_LOCAL_IP:-127.0.0.1}" $(PY) -m
 PYTEST_ARGS ?=
+# VERBOSE=1: Spark's own log on the console too (it always goes to var/log/spark.log).
+ifdef VERBOSE
+export SMW_SPARK_CONSOLE_LEVEL := info
+endif
 
 STAMP_VENV  := $(VENV)/.installed
 STAMP_JARS  := .deps/.jars-installed
@@ -32,7 +36,7 @@ MAVEN_POMS  := infra/maven/pom.xml $(wildcard infra/maven/*/pom.xml)
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "; printf "Smart Meter Watchdog\n\nTargets:\n"} \
 	     /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@printf "\nVariables: DATE=YYYY-MM-DD for batch, PYTEST_ARGS for test, SEEDS=1-8 for eval-alerts; settings in .env (see .env.example)\n"
+	@printf "\nVariables: DATE=YYYY-MM-DD for batch, PYTEST_ARGS for test, SEEDS=1-8 for eval-alerts, VERBOSE=1 for Spark's own log; settings in .env (see .env.example)\n"
 
 ## ---------------------------------------------------------------- setup
 .PHONY: setup

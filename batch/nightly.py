@@ -510,11 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--allow-empty", action="store_true",
                         help="a day without readings is not an error (thresholds are still computed over the "
                              "window); by default it fails with exit status 1")
+    jobs.add_verbose(parser)
     parser.add_argument("--no-write", action="store_true",
                         help="compute and count every output without writing Cassandra (timing, dry runs)")
     config.add_arguments(parser, "cassandra_hosts", "cassandra_keyspace", "data_dir", "spark_master")
     args = parser.parse_args(argv)
     jobs.configure_logging()
+    jobs.apply_verbose(args, log)
     if (args.first_day is None) != (args.last_day is None):
         parser.error("--from and --to go together")
     if args.date and args.first_day:

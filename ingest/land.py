@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jobs.configure_logging()
     settings = config.from_args(args)
+    jobs.apply_verbose(args, log)
     with jobs.session("smw-land", settings, listener=jobs.progress_listener(log, log_progress)) as spark:
         query = start(
             spark, settings, once=args.once, trigger_interval=args.trigger,

@@ -85,10 +85,30 @@ def progress_listener(logger: logging.Logger, on_progress: Callable):
     return Progress()
 
 
+def add_verbose(parser) -> None:
+    """--verbose: Spark's own log on the console as well (it always goes to var/log/spark.log)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="Spark's own log (INFO) on the console too; by default only its warnings, the "
+                             "rest in var/log/spark.log (under spark-submit: SMW_SPARK_CONSOLE_LEVEL=info)")
+
+
+def apply_verbose(args, logger: logging.Logger) -> None:
+    """Before the session starts: a JVM this driver launches reads the console level at start."""
+    if not getattr(args, "verbose", False):
+        return
+    from smw import spark as spark_builder
+
+    if spark_builder.under_spark_submit():
+        logger.warning("--verbose cannot reach a JVM spark-submit has started; set SMW_SPARK_CONSOLE_LEVEL=info "
+                       "before spark-submit (make ... VERBOSE=1)")
+    os.environ["SMW_SPARK_CONSOLE_LEVEL"] = "info"
+
+
 def add_stream_arguments(parser, *, trigger: str, max_offsets_per_trigger: int | None = None,
                          starting_offsets: str | None = None) -> None:
-    """The flags every streaming job takes: --once, --trigger, --max-offsets-per-trigger and,
-    for a job that may start from the latest offsets, --starting-offsets."""
+    """The flags every streaming job takes: --once, --trigger, --max-offsets-per-trigger,
+    --verbose and, for a job that may start from the latest offsets, --starting-offsets."""
+    add_verbose(parser)
     parser.add_argument("--once", action="store_true", help="process everything available now, then stop")
     parser.add_argument("--trigger", default=trigger, help=f"micro-batch interval (default {trigger})")
     parser.add_argument("--max-offsets-per-trigger", type=int, default=max_offsets_per_trigger,

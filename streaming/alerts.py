@@ -381,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     jobs.configure_logging("cassandra")
     settings = config.from_args(args)
+    jobs.apply_verbose(args, log)
     rules = rules_from_args(args)
     with jobs.session("smw-alerts", settings, listener=jobs.progress_listener(log, log_progress)) as spark:
         query, batches = start(

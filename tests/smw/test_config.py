@@ -1,4 +1,5 @@
 import argparse
+import os
 
 import pytest
 
@@ -50,3 +51,22 @@ def test_every_setting_has_an_environment_variable_in_env_example():
 def test_unknown_override_is_rejected():
     with pytest.raises(TypeError):
         config.load(environ={}, dotenv=None).replace(no_such_setting="x")
+
+
+def test_verbose_brings_sparks_log_to_the_console_of_a_jvm_it_launches(monkeypatch):
+    import logging
+
+    from smw import jobs
+
+    monkeypatch.delenv("SMW_SPARK_CONSOLE_LEVEL", raising=False)
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    parser = argparse.ArgumentParser()
+    jobs.add_verbose(parser)
+    jobs.apply_verbose(parser.parse_args([]), logging.getLogger("test"))
+    assert "SMW_SPARK_CONSOLE_LEVEL" not in os.environ
+    jobs.apply_verbose(parser.parse_args(["--verbose"]), logging.getLogger("test"))
+    assert os.environ["SMW_SPARK_CONSOLE_LEVEL"] == "info"
+    # The level is read where make setup writes Spark's logging configuration.
+    from smw import spark
+
+    assert "${env:SMW_SPARK_CONSOLE_LEVEL:-warn}" in spark.LOG4J2.format(log="spark.log")
