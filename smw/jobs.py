@@ -154,6 +154,16 @@ def stop_on_signals(logger: logging.Logger):
     return stopping
 
 
+def between_batches(query, timeout_s: float = 10.0) -> None:
+    """Wait (up to `timeout_s`) until the query is between micro-batches: stopped there, it
+    kills no running task (Spark logs each killed task as an error with its stack)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def await_queries(queries, logger: logging.Logger, what: str, stopping=None, poll_s: float = 0.5) -> int:
     """Wait until every query has stopped, or `stopping` is set (then stop them); 0, or 1
     (logged) if one failed."""
@@ -165,6 +175,7 @@ def await_queries(queries, logger: logging.Logger, what: str, stopping=None, pol
             active = [query for query in queries if query.isActive]
             if stopping is not None and stopping.is_set():
                 for query in active:
+                    between_batches(query)
                     query.stop()
                 break
             if not active:

@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ import urllib.request
 from pathlib import Path
 
 from smw import config
+from smw import spark as spark_builder
 from smw.alert import RETHINKDB_TABLE
 from tools.services import PidFileProcess
 
@@ -61,6 +63,9 @@ class Job(PidFileProcess):
     """A background process of the demo: its own session, a log file and a pid file under var/demo/."""
 
     stop_timeout_s = 30.0
+    # Ctrl-C, as in a terminal: the Spark jobs' JVMs (launched by pyspark) ignore it, so the
+    # driver stops its queries and exits cleanly; SIGTERM would end the JVM under the driver.
+    stop_signal = signal.SIGINT
 
     def __init__(self, home: Path, name: str):
         self.name = name
@@ -121,6 +126,8 @@ class Demo:
         self.env = dict(os.environ)
         self.env.update({"KAFKA_TOPIC": self.settings.kafka_topic, "DATA_DIR": self.settings.data_dir,
                          "CASSANDRA_KEYSPACE": args.namespace, "RETHINKDB_DB": args.namespace,
+                         # The Spark jobs run as python -m; their JVM reads its logging setup here.
+                         "SPARK_CONF_DIR": str(spark_builder.spark_conf_dir(self.settings)),
                          "SMW_WEB_PORT": str(args.port), "SPARK_LOCAL_IP": self.env.get("SPARK_LOCAL_IP", "127.0.0.1"),
                          "PYTHONPATH": str(config.ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
         self.today = dt.date.today()
@@ -208,7 +215,7 @@ class Demo:
 
     def start_landing(self) -> None:
         self.say("starting the landing job")
-        self.job("land").start(self.spark_submit("ingest/land.py", "--trigger", "5 seconds"), self.env)
+        self.job("land").start(self.python("ingest.land", "--trigger", "5 seconds"), self.env)
 
     def land_history(self, readings: int) -> None:
         self.say("replaying the history through Kafka")
@@ -233,8 +240,8 @@ class Demo:
         runs; the alert job re-reads the thresholds every 5 s, so it picks up the nightly's
         as soon as they are written."""
         self.say("starting the alert job and the web app")
-        self.job("alerts").start(self.spark_submit(
-            "streaming/alerts.py", "--starting-offsets", "latest", "--threshold-refresh-s", "5"), self.env)
+        self.job("alerts").start(self.python(
+            "streaming.alerts", "--starting-offsets", "latest", "--threshold-refresh-s", "5"), self.env)
         self.job("web").start(self.python("webapp", "--port", str(self.args.port)), self.env)
 
     def live(self) -> dict:

@@ -76,6 +76,7 @@ class PidFileProcess:
     name: str
     pid_file: Path
     stop_timeout_s = 60.0
+    stop_signal = signal.SIGTERM
 
     def pid(self) -> int | None:
         raise NotImplementedError
@@ -86,7 +87,8 @@ class PidFileProcess:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        stop_process_group(pid, lambda: self.pid() == pid, timeout_s or self.stop_timeout_s, self.name)
+        stop_process_group(pid, lambda: self.pid() == pid, timeout_s or self.stop_timeout_s, self.name,
+                           self.stop_signal)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -218,16 +220,17 @@ class Service(PidFileProcess):
             f"{self.name} not ready after {timeout_s:.0f} s; last lines of {self.log_file}:\n{self.log_tail()}"
         )
 
-def stop_process_group(pid: int, running, timeout_s: float, name: str) -> None:
-    """SIGTERM the process group led by `pid`, SIGKILL it if `running()` still holds after
-    `timeout_s`; reap it when this process is its parent."""
-    os.killpg(pid, signal.SIGTERM)
+def stop_process_group(pid: int, running, timeout_s: float, name: str, signum: int = signal.SIGTERM) -> None:
+    """Send `signum` (SIGTERM) to the process group led by `pid`, SIGKILL it if `running()`
+    still holds after `timeout_s`; reap it when this process is its parent."""
+    os.killpg(pid, signum)
     deadline = time.monotonic() + timeout_s
     while running() and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.2)
     if running():
-        log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", name, pid, timeout_s)
+        log.warning("%s (pid %d) ignored %s for %.0f s; killing it", name, pid, signal.Signals(signum).name,
+                    timeout_s)
         os.killpg(pid, signal.SIGKILL)
         while running():
             _reap(pid)
