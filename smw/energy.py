@@ -197,17 +197,17 @@ def run_durations_by_day(ts_s: np.ndarray, power_w: np.ndarray, tz: str, level_w
     if run_readings < 1:
         raise ValueError(f"a run is at least one reading, got {run_readings}")
     ts, power = merge_duplicates(np.asarray(ts_s, dtype=np.float64), np.asarray(power_w, dtype=np.float64))
-    none = (np.empty(0), np.empty(0, dtype=np.int64))
-    if len(ts) < run_readings + 2 or not np.isfinite(level_w):
-        return none
+    if not len(ts) or not np.isfinite(level_w):
+        return np.empty(0), np.empty(0, dtype=np.int64)
     above = power > level_w
-    joined = np.diff(ts) <= gap_s  # reading k+1 follows reading k closely enough to continue what it does
+    # joined[k]: reading k follows reading k-1 closely enough to continue what it does (none
+    # before the first reading or after the last).
+    joined = np.r_[False, np.diff(ts) <= gap_s, False]
     # Runs of `above` cut wherever a reading is below the level or a gap opens.
-    starts = np.flatnonzero(above & np.r_[True, ~(above[:-1] & joined)])
-    ends = np.flatnonzero(above & np.r_[~(above[1:] & joined), True])
-    whole = ((ends - starts + 1 >= run_readings) & (starts > 0) & (ends < len(ts) - 1))
-    starts, ends = starts[whole], ends[whole]
-    whole = joined[starts - 1] & joined[ends]  # the readings either side are below the level, and close
+    starts = np.flatnonzero(above & ~(np.r_[False, above[:-1]] & joined[:-1]))
+    ends = np.flatnonzero(above & ~(np.r_[above[1:], False] & joined[1:]))
+    # Whole: long enough, and the readings either side (below the level, then) are close.
+    whole = (ends - starts + 1 >= run_readings) & joined[starts] & joined[ends + 1]
     starts, ends = starts[whole], ends[whole]
     day = np.floor(local_seconds(ts[ends], tz) / 86400.0).astype(np.int64)
     return ts[ends] - ts[starts], day

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from contextlib import contextmanager
 from typing import Callable
 
@@ -157,8 +158,6 @@ def stop_on_signals(logger: logging.Logger):
 def between_batches(query, timeout_s: float = 10.0) -> None:
     """Wait (up to `timeout_s`) until the query is between micro-batches: stopped there, it
     kills no running task (Spark logs each killed task as an error with its stack)."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -110,8 +110,8 @@ def spark_log(settings: config.Settings | None = None) -> Path:
 
 
 # Spark's JVM log: warnings and errors on the console (SMW_SPARK_CONSOLE_LEVEL=info brings
-# everything back), everything from INFO up in spark_log() (50 MB, then 3 older files). A few libraries' notices that
-# say nothing to a user of this machine stay in the file.
+# everything back), everything from INFO up in spark_log() (50 MB, then 3 older files). A few
+# libraries' notices that say nothing to a user of this machine stay in the file.
 LOG4J2 = """\
 # Written by `make setup` (smw.spark.write_spark_defaults); do not edit.
 rootLogger.level = info
