@@ -67,9 +67,22 @@ class Unavailable(RuntimeError):
     """Cassandra cannot be used as configured; the message is one line saying what to do."""
 
 
-def _refused(settings: config.Settings, where: str) -> Unavailable:
-    return Unavailable(f"Cassandra at {where} refused the credentials of user {settings.cassandra_username or '(none)'}; "
-                       "check CASSANDRA_USERNAME and CASSANDRA_PASSWORD")
+def _unavailable(exc: Exception, settings: config.Settings) -> Unavailable:
+    """The one line a failed connect comes down to."""
+    where = f"{settings.cassandra_hosts}:{settings.cassandra_port}"
+    # NoHostAvailable.errors maps each host to its error; for a keyspace no host has, it is a list of hosts.
+    errors = getattr(exc, "errors", None)
+    reasons = {type(e).__name__ for e in (errors.values() if isinstance(errors, dict) else ())}
+    reasons.add(type(exc).__name__)
+    if "AuthenticationFailed" in reasons:
+        return Unavailable(f"Cassandra at {where} refused the credentials of user "
+                           f"{settings.cassandra_username or '(none)'}; check CASSANDRA_USERNAME and CASSANDRA_PASSWORD")
+    if isinstance(exc, InvalidRequest) or "using keyspace" in str(exc):
+        return Unavailable(f"Cassandra keyspace {settings.cassandra_keyspace!r} does not exist at {where}; "
+                           "create it with make init")
+    reasons.discard("NoHostAvailable")
+    return Unavailable(f"Cassandra is unreachable at {where} ({', '.join(sorted(reasons)) or 'no answer'}); "
+                       "is it running (make up) and are CASSANDRA_HOSTS and CASSANDRA_PORT right?")
 
 
 def connect(settings: config.Settings | None = None, keyspace: bool = True) -> tuple[Cluster, Session]:
@@ -81,24 +94,13 @@ def connect(settings: config.Settings | None = None, keyspace: bool = True) -> t
     settings = settings or config.load()
     name = check_identifier(settings.cassandra_keyspace)
     handle = cluster(settings)
-    where = f"{settings.cassandra_hosts}:{settings.cassandra_port}"
     try:
         # The driver logs each failed attempt with a traceback before it raises.
         with jobs.quiet_logger("cassandra"):
             session = handle.connect(name if keyspace else None)
-    except NoHostAvailable as exc:
+    except (NoHostAvailable, AuthenticationFailed, InvalidRequest) as exc:
         handle.shutdown()
-        reasons = {type(e).__name__ for e in getattr(exc, "errors", {}).values()}
-        if "AuthenticationFailed" in reasons:
-            raise _refused(settings, where) from None
-        raise Unavailable(f"Cassandra is unreachable at {where} ({', '.join(sorted(reasons)) or 'no answer'}); "
-                          "is it running (make up) and are CASSANDRA_HOSTS and CASSANDRA_PORT right?") from None
-    except AuthenticationFailed:
-        handle.shutdown()
-        raise _refused(settings, where) from None
-    except InvalidRequest:
-        handle.shutdown()
-        raise Unavailable(f"Cassandra keyspace {name!r} does not exist at {where}; create it with make init") from None
+        raise _unavailable(exc, settings) from None
     return handle, session
 
 

@@ -7,6 +7,9 @@ import pytest
 
 from smw import config
 
+# A loopback address where nothing listens: "unreachable" without leaving the machine.
+UNREACHABLE_HOST = "127.0.0.9"
+
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=config.ROOT, capture_output=True, text=True,
@@ -45,12 +48,18 @@ def test_houses_from_a_missing_file(tmp_path):
 
 
 def test_houses_into_an_unreachable_cassandra(dataset):
-    one_line_error(run("batch.houses", str(dataset / "houses.parquet"), "--cassandra-hosts", "127.0.0.9"),
-                   "Cassandra is unreachable at 127.0.0.9:9042", "CASSANDRA_HOSTS")
+    one_line_error(run("batch.houses", str(dataset / "houses.parquet"), "--cassandra-hosts", UNREACHABLE_HOST),
+                   f"Cassandra is unreachable at {UNREACHABLE_HOST}:9042", "CASSANDRA_HOSTS")
 
 
 def test_init_against_services_that_are_not_there():
     one_line_error(run("smw.init", "--only", "kafka", "--kafka-bootstrap", "127.0.0.1:1"),
                    "initialisation failed", "NoBrokersAvailable", "make up")
-    one_line_error(run("smw.init", "--only", "cassandra", "--cassandra-hosts", "127.0.0.9"),
-                   "Cassandra is unreachable at 127.0.0.9:9042")
+    one_line_error(run("smw.init", "--only", "cassandra", "--cassandra-hosts", UNREACHABLE_HOST),
+                   f"Cassandra is unreachable at {UNREACHABLE_HOST}:9042")
+
+
+@pytest.mark.integration
+def test_houses_into_a_keyspace_that_does_not_exist(dataset, cassandra_session):
+    one_line_error(run("batch.houses", str(dataset / "houses.parquet"), "--cassandra-keyspace", "no_such_keyspace"),
+                   "keyspace 'no_such_keyspace' does not exist", "make init")
