@@ -6,8 +6,9 @@
 
 --speed 1 is real time, 60 is a minute per second, 0 (default) as fast as the broker
 takes it. A paced synthetic replay interleaves its houses in event time, as live meters
-would send; `--start-date today --from-hours-ago 2 --speed 60 --not-ahead` replays
-the last two hours of today's generated day in two minutes, then goes on in real time. Ctrl-C stops after flushing what was sent. Prints a progress bar and a
+would send; `--start-date yesterday --days 3 --from-hours-ago 2 --speed 60 --not-ahead` replays
+the last two hours in two minutes, then goes on in real time (three days around today hold
+every house's present, whatever its zone). Ctrl-C stops after flushing what was sent. Prints a progress bar and a
 summary; rows that cannot be published go to a JSON-lines quarantine file.
 """
 from __future__ import annotations
@@ -135,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=1, help="synthetic: days (default 1)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic: seed (default 0)")
     parser.add_argument("--spikes-per-house-day", type=float, default=0.5, help="synthetic: spikes (default 0.5)")
-    parser.add_argument("--start-date", help="synthetic: first local day, YYYY-MM-DD or 'today' (default 2024-04-01)")
+    parser.add_argument("--start-date", help="synthetic: first local day, YYYY-MM-DD, 'today' or 'yesterday' (default "
+                                             "2024-04-01); a live replay starts yesterday with --days 3, so that every "
+                                             "house's own today is in it whatever its zone")
     parser.add_argument("--period-s", type=float,
                         help="synthetic: one mean reading per channel and period (default: REDD rates)")
     parser.add_argument("--from-hours-ago", type=float, metavar="H",
@@ -159,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.readings_per_message < 1 or args.lanes < 1 or args.speed < 0:
         parser.error("--readings-per-message and --lanes must be at least 1, --speed at least 0")
     try:
-        start_date = dt.date.today().isoformat() if args.start_date == "today" else args.start_date
+        named = {"today": dt.date.today(), "yesterday": dt.date.today() - dt.timedelta(days=1)}
+        start_date = named[args.start_date].isoformat() if args.start_date in named else args.start_date
         if start_date:
             dt.date.fromisoformat(start_date)
         if args.period_s is not None and args.period_s <= 0:

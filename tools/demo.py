@@ -252,8 +252,10 @@ class Demo:
         self.say(f"replaying today's last {self.args.catch_up_hours:g} h at {self.args.speed:g}x, then on in real "
                  f"time, with {self.args.live_spikes:g} spikes per house-day")
         self.job("live").start(self.python(
-            "ingest.replay", "--source", "synthetic", "--houses", str(self.args.houses), "--days", "1",
-            "--seed", str(self.args.seed), "--start-date", self.today.isoformat(),
+            # Houses live in several zones: some may still be in yesterday, or already in tomorrow,
+            # on this machine's clock. Three days around today hold every house's present.
+            "ingest.replay", "--source", "synthetic", "--houses", str(self.args.houses), "--days", "3",
+            "--seed", str(self.args.seed), "--start-date", (self.today - dt.timedelta(days=1)).isoformat(),
             "--from-hours-ago", str(self.args.catch_up_hours), "--not-ahead",
             "--period-s", str(self.args.period_s), "--speed", str(self.args.speed),
             "--spikes-per-house-day", str(self.args.live_spikes), "--no-progress"), self.env)

@@ -58,7 +58,9 @@ def test_verbose_brings_sparks_log_to_the_console_of_a_jvm_it_launches(monkeypat
 
     from smw import jobs
 
-    monkeypatch.delenv("SMW_SPARK_CONSOLE_LEVEL", raising=False)
+    # setenv first, so that the value apply_verbose writes is undone after the test too.
+    monkeypatch.setenv("SMW_SPARK_CONSOLE_LEVEL", "warn")
+    monkeypatch.delenv("SMW_SPARK_CONSOLE_LEVEL")
     monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
     parser = argparse.ArgumentParser()
     jobs.add_verbose(parser)
