@@ -21,7 +21,7 @@ import pytest
 
 from datasets import generator
 from smw import cql, rethink
-from tools.demo import JOBS, Job
+from tools.demo import JOBS, Job, demo_today
 from smw.init import delete_topic
 
 pytestmark = pytest.mark.integration
@@ -78,8 +78,8 @@ def test_daily_kwh_in_cassandra_equal_the_reference(demo, e2e_settings):
 
     assert demo["returncode"] == 0, demo["output"][-3000:]
     history = demo["home"] / "history"
-    first = dt.date.today() - dt.timedelta(days=DAYS)
-    last = dt.date.today() - dt.timedelta(days=1)
+    first = demo_today() - dt.timedelta(days=DAYS)
+    last = demo_today() - dt.timedelta(days=1)
     expected = reference.daily_energy(reference.connect(), str(history / "readings"), str(history / "houses.parquet"),
                                       first, last, mains_cap_s=1.5 * PERIOD_S, circuit_cap_s=1.5 * PERIOD_S)
     assert len(expected) > HOUSES * DAYS * 5
@@ -97,9 +97,10 @@ def test_daily_kwh_in_cassandra_equal_the_reference(demo, e2e_settings):
 
 def live_spikes(not_before_ts_s: float) -> list:
     """Ground truth of today's replayed spikes (the demo's live day, regenerated)."""
-    source = generator.Generator(generator.GeneratorConfig(HOUSES, 1, SEED, spikes_per_house_day=96,
-                                                           start_date=dt.date.today().isoformat(), period_s=PERIOD_S))
-    return [s for plan in source.plans for s in source.house_day(plan, 0).spikes
+    source = generator.Generator(generator.GeneratorConfig(
+        HOUSES, 3, SEED, spikes_per_house_day=96, start_date=(demo_today() - dt.timedelta(days=1)).isoformat(),
+        period_s=PERIOD_S))
+    return [s for plan in source.plans for day in range(3) for s in source.house_day(plan, day).spikes
             if s.start_ts_s + s.duration_s >= not_before_ts_s - 3600]
 
 
@@ -136,8 +137,8 @@ def test_dashboard_pages_answer_with_data(demo):
     assert status == 200 and len(overview["houses"]) == HOUSES
     assert all(h["mains_kwh"] and h["mains_kwh"] > 0 for h in overview["houses"])
     house_id = overview["houses"][0]["house_id"]
-    first = (dt.date.today() - dt.timedelta(days=DAYS)).isoformat()
-    last = (dt.date.today() - dt.timedelta(days=1)).isoformat()
+    first = (demo_today() - dt.timedelta(days=DAYS)).isoformat()
+    last = (demo_today() - dt.timedelta(days=1)).isoformat()
     status, body = get(f"{demo['url']}/api/houses/{house_id}/daily?from={first}&to={last}")
     assert status == 200 and json.loads(body)["days"]
     for path in ("/", f"/houses/{house_id}", "/alerts", "/zips", "/appliances/refrigerator"):
