@@ -20,7 +20,17 @@ log = logging.getLogger(__name__)
 # parsed, e.g. SMW_WEB_PULSE_IMPULSES_PER_KWH=600 or SMW_WEB_TARIFF='{...}').
 DEFAULTS = {
     "PULSE_IMPULSES_PER_KWH": 1000,
-    "BLIP_TIMEOUT_S": 30.0,
+    # The pulse-meter API (webapp/pulse.py): the meter of the single-meter routes (/last/<n>,
+    # /blip, ...), ids the pages use mapped to meter ids ({"1": "house7-1"}), the CORS origin
+    # of its answers ("" for none; the original sent *), a path prefix ("/ajax").
+    "PULSE_DEFAULT_METER": "",
+    "PULSE_METER_ALIASES": {},
+    "PULSE_CORS_ORIGIN": "*",
+    "PULSE_URL_PREFIX": "",
+    # /blip waits for the next point however long it takes, sending a space this often;
+    # BLIP_MAX_WAIT_S > 0 ends a wait with no point after that long.
+    "BLIP_KEEPALIVE_S": 10.0,
+    "BLIP_MAX_WAIT_S": 0,
     "SSE_HEARTBEAT_S": 15.0,
     "SSE_SNAPSHOT_LIMIT": 50,
     "MAX_RANGE_DAYS": 366,
@@ -63,15 +73,19 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(alerts.bp)
-    app.register_blueprint(pulse.bp)
+    pulse.init_app(app)
     return app
 
 
 def stop_streams(app: Flask) -> None:
-    """Stop the alert feed, which ends every SSE stream (a server shutting down waits for them)."""
+    """Stop the alert feed and the /blip watches, which ends every SSE stream and long poll
+    (a server shutting down waits for them)."""
+    from webapp import pulse
+
     hub = app.extensions.get("smw_alert_hub")
     if hub is not None:
         hub.stop()
+    pulse.stop_watches(app)
 
 
 def shutdown(app: Flask) -> None:

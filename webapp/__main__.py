@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.processes < 1 or args.threads < 1:
         parser.error("--processes and --threads must be at least 1")
+    try:
+        create_app()  # settings are checked here, before any server starts
+    except ValueError as exc:
+        parser.error(f"configuration: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     log.info("serving on http://%s:%d with %d process(es) x %d threads", args.host, args.port, args.processes,
              args.threads)

@@ -13,7 +13,8 @@ from smw import cql
 
 log = logging.getLogger(__name__)
 
-JSON_PREFIXES = ("/api/", "/alerts/stream", "/blip", "/last", "/since", "/aggregate", "/hourly")
+JSON_PREFIXES = ("/api/", "/alerts/stream", "/blip", "/last", "/since", "/aggregate", "/hourly", "/minutely",
+                 "/range", "/usage")
 
 
 class BadParameter(ValueError):
@@ -21,7 +22,7 @@ class BadParameter(ValueError):
 
 
 def wants_json() -> bool:
-    return request.path.startswith(JSON_PREFIXES)
+    return request.blueprint in ("api", "pulse") or request.path.startswith(JSON_PREFIXES)
 
 
 def _respond(status: int, message: str):

@@ -7,6 +7,10 @@ import re
 from webapp.errors import BadParameter
 
 MAX_DIGITS = 15
+# Dates and instants a request may name: wide enough for any meter's history, and narrow enough
+# that a range computed from one (a default start, a day added) stays a valid date.
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
+MAX_EPOCH_S = (dt.date(3000, 1, 1) - dt.date(1970, 1, 1)).days * 86400
 _DIGITS = re.compile(r"[0-9]+")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
@@ -42,16 +46,19 @@ def day(name_: str, text: str | None, default: dt.date | None = None) -> dt.date
     if len(text) != 10:
         raise BadParameter(f"{name_} must be a date YYYY-MM-DD")
     try:
-        return dt.date.fromisoformat(text)
+        value = dt.date.fromisoformat(text)
     except ValueError:
         raise BadParameter(f"{name_} must be a date YYYY-MM-DD") from None
+    if not FIRST_DAY <= value <= LAST_DAY:
+        raise BadParameter(f"{name_} must be a date from {FIRST_DAY} to {LAST_DAY}")
+    return value
 
 
 def day_range(args, max_days: int, default_days: int = 30, today: dt.date | None = None) -> tuple[dt.date, dt.date]:
     """(from, to) inclusive from ?from=&to=, defaulting to the last default_days days."""
     today = today or dt.datetime.now(dt.timezone.utc).date()
     end = day("to", args.get("to"), today)
-    start = day("from", args.get("from"), end - dt.timedelta(days=default_days - 1))
+    start = day("from", args.get("from"), max(end - dt.timedelta(days=default_days - 1), FIRST_DAY))
     if start > end:
         raise BadParameter("from must not be after to")
     if (end - start).days + 1 > max_days:
@@ -73,4 +80,7 @@ def seconds(name_: str, text: str | None, default: float | None = None) -> float
         return default
     if len(text) > 24 or not re.fullmatch(r"[0-9]{1,15}(\.[0-9]{1,6})?", text):
         raise BadParameter(f"{name_} must be epoch seconds")
-    return float(text)
+    value = float(text)
+    if value >= MAX_EPOCH_S:
+        raise BadParameter(f"{name_} must be epoch seconds before the year 3000")
+    return value

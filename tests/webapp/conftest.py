@@ -19,7 +19,8 @@ D1, D2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
 
 @pytest.fixture
 def app(settings, cassandra_session, rethinkdb_ready):
-    app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "BLIP_TIMEOUT_S": 0.3, "SSE_HEARTBEAT_S": 0.5})
+    app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "BLIP_MAX_WAIT_S": 0.6, "BLIP_KEEPALIVE_S": 0.1,
+                      "SSE_HEARTBEAT_S": 0.5})
     yield app
     shutdown(app)
 
