@@ -60,8 +60,9 @@ def test_original_pages_requests_all_succeed_and_blip_survives_a_quiet_period(se
             for step in range(2):
                 stamp_ms = int(time.time() * 1000)
                 store([[stamp_ms, 1500 + step]])
-                WebDriverWait(driver, 10).until(
-                    lambda d: len(state(d)["blips"]["single"]) > step and len(state(d)["blips"]["multi"]) > step)
+                WebDriverWait(driver, 10).until(lambda d: state(d)["failures"] or (
+                    len(state(d)["blips"]["single"]) > step and len(state(d)["blips"]["multi"]) > step))
+                assert state(driver)["failures"] == []
             found = state(driver)
             assert found["blips"]["single"][-1] == found["blips"]["multi"][-1] == [stamp_ms, 1501]
             assert found["failures"] == []
