@@ -17,6 +17,7 @@ Answers carry `Cache-Control` and CORS headers as the original (`PULSE_CORS_ORIG
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 import time
@@ -151,6 +152,19 @@ def chosen(meter_id: str | None) -> str:
     return default_meter() if meter_id is None else meter(meter_id)
 
 
+def span_route(rule: str):
+    """A route over stamps from..to: the view takes (meter_id, first_ms, last_ms) and returns a
+    list; a span with to < from answers []."""
+    def register(view):
+        @functools.wraps(view)
+        def answer(meter_id, from_ms, to_ms):
+            meter_id = chosen(meter_id)
+            first_ms, last_ms = stamp("from", from_ms), stamp("to", to_ms)
+            return jsonify([] if last_ms < first_ms else view(meter_id, first_ms, last_ms))
+        return route(rule)(answer)
+    return register
+
+
 @bp.after_request
 def compatible_headers(response: Response) -> Response:
     """Cache-Control and CORS as the original servers sent them."""
@@ -193,14 +207,10 @@ def since(meter_id, t):
     return jsonify(points_from(cassandra(), meter_id, stamp("t", t), False, MAX_STAMP_MS, PAGE_POINTS))
 
 
-@route("/range/<meter_id>/<from_ms>/<to_ms>")
-def range_(meter_id, from_ms, to_ms):
+@span_route("/range/<meter_id>/<from_ms>/<to_ms>")
+def range_(meter_id, first_ms, last_ms):
     """Points with from <= stamp <= to, oldest first, at most 100,000 (the raw zoom of the live page)."""
-    meter_id = chosen(meter_id)
-    first_ms, last_ms = stamp("from", from_ms), stamp("to", to_ms)
-    if last_ms < first_ms:
-        return jsonify([])
-    return jsonify(points_from(cassandra(), meter_id, first_ms, True, last_ms, RANGE_POINTS))
+    return points_from(cassandra(), meter_id, first_ms, True, last_ms, RANGE_POINTS)
 
 
 @route("/usage/<meter_id>/<n>")
@@ -303,23 +313,15 @@ def mean_watts(blinks: int, sum_ms: int, impulses_per_kwh: float) -> float | Non
     return round(3.6e9 * blinks / (impulses_per_kwh * sum_ms), 3) if sum_ms else None
 
 
-@route("/hourly/<meter_id>/<from_ms>/<to_ms>")
-def hourly(meter_id, from_ms, to_ms):
+@span_route("/hourly/<meter_id>/<from_ms>/<to_ms>")
+def hourly(meter_id, first_ms, last_ms):
     """Per UTC hour from..to: [hour_start_ms, blinks, mean_watts, min_ms, max_ms], empty hours omitted."""
-    meter_id = chosen(meter_id)
-    first_ms, last_ms = stamp("from", from_ms), stamp("to", to_ms)
-    if last_ms < first_ms:
-        return jsonify([])
-    return jsonify(hours_with_data(cassandra(), meter_id, first_ms, last_ms))
+    return hours_with_data(cassandra(), meter_id, first_ms, last_ms)
 
 
-@route("/minutely/<meter_id>/<from_ms>/<to_ms>")
-def minutely(meter_id, from_ms, to_ms):
+@span_route("/minutely/<meter_id>/<from_ms>/<to_ms>")
+def minutely(meter_id, first_ms, last_ms):
     """Per UTC minute from..to, as /hourly: the first 100,000 minutes of the span at most."""
-    meter_id = chosen(meter_id)
-    first_ms, last_ms = stamp("from", from_ms), stamp("to", to_ms)
-    if last_ms < first_ms:
-        return jsonify([])
     first_minute = first_ms - first_ms % 60_000
     last_ms = min(last_ms, first_minute + MINUTELY_SPAN_MS - 1)
     store = cassandra()
@@ -341,8 +343,8 @@ def minutely(meter_id, from_ms, to_ms):
                 found[2] = min(found[2], row.ms)
                 found[3] = max(found[3], row.ms)
     impulses_per_kwh = float(current_app.config["PULSE_IMPULSES_PER_KWH"])
-    return jsonify([[start, n, mean_watts(n, sum_ms, impulses_per_kwh), low, high]
-                    for start, (n, sum_ms, low, high) in sorted(minutes.items())])
+    return [[start, n, mean_watts(n, sum_ms, impulses_per_kwh), low, high]
+            for start, (n, sum_ms, low, high) in sorted(minutes.items())]
 
 
 @route("/aggregate_hourly/<meter_id>/<t>/<m>/<c>")
