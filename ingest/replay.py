@@ -29,6 +29,7 @@ import pyarrow.dataset as pads
 
 from ingest import producer as producing
 from smw import config
+from smw.init import topic_exists
 from smw.jobs import quiet_logger
 from smw.schema import NAMES
 
@@ -194,6 +195,20 @@ def main(argv: list[str] | None = None) -> int:
         except KafkaError as exc:
             print(f"error: cannot reach Kafka at {settings.kafka_bootstrap} ({type(exc).__name__}); is it running "
                   "(make up) and is KAFKA_BOOTSTRAP right?", file=sys.stderr)
+            return 1
+        # The brokers do not create topics on first use: a producer would wait for the
+        # topic's metadata with no word, for as long as it runs.
+        try:
+            with quiet_logger("kafka"):
+                exists = topic_exists(settings, settings.kafka_topic)
+        except (KafkaError, TimeoutError) as exc:
+            kafka_producer.close()
+            print(f"error: cannot list the topics of Kafka at {settings.kafka_bootstrap}: {exc}", file=sys.stderr)
+            return 1
+        if not exists:
+            kafka_producer.close()
+            print(f"error: Kafka topic {settings.kafka_topic!r} does not exist at {settings.kafka_bootstrap}; create "
+                  "it with make init (it creates KAFKA_TOPIC), or give --kafka-topic an existing one", file=sys.stderr)
             return 1
         quarantine = producing.Quarantine(args.quarantine or producing.default_quarantine_path(settings))
         t0 = time.perf_counter()

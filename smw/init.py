@@ -48,6 +48,37 @@ def create_topics(settings: config.Settings, topics: dict[str, int]) -> list[str
         admin.close()
 
 
+def topic_exists(settings: config.Settings, name: str, timeout_s: float = 30.0) -> bool:
+    """Whether the brokers have this topic (they do not create topics on first use).
+    TimeoutError when they do not say within timeout_s; a KafkaError when they cannot be reached."""
+    import threading
+
+    from kafka import KafkaAdminClient
+
+    answer: list = []
+
+    def ask() -> None:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list, request_timeout_ms=15000)
+            try:
+                answer.append(name in set(admin.list_topics()))
+            finally:
+                admin.close()
+        except Exception as exc:  # handed to the caller's thread
+            answer.append(exc)
+
+    # The admin client has no overall deadline of its own: a broker that is still starting can
+    # keep it retrying; a daemon thread is left behind instead of the caller waiting.
+    asker = threading.Thread(target=ask, name="topic-exists", daemon=True)
+    asker.start()
+    asker.join(timeout_s)
+    if not answer:
+        raise TimeoutError(f"Kafka at {settings.kafka_bootstrap} did not list its topics within {timeout_s:.0f} s")
+    if isinstance(answer[0], Exception):
+        raise answer[0]
+    return answer[0]
+
+
 def delete_topic(settings: config.Settings, name: str) -> bool:
     """Delete a topic if it exists; True if it did. Kafka finishes the deletion in the background."""
     from kafka import KafkaAdminClient

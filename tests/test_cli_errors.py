@@ -63,3 +63,10 @@ def test_init_against_services_that_are_not_there():
 def test_houses_into_a_keyspace_that_does_not_exist(dataset, cassandra_session):
     one_line_error(run("batch.houses", str(dataset / "houses.parquet"), "--cassandra-keyspace", "no_such_keyspace"),
                    "keyspace 'no_such_keyspace' does not exist", "make init")
+
+
+@pytest.mark.integration
+def test_replay_to_a_topic_that_does_not_exist(dataset, kafka_ready):
+    result = run("ingest.replay", "--source", f"parquet:{dataset}/readings", "--kafka-topic", "no-such-topic-here",
+                 "--no-progress")
+    one_line_error(result, "topic 'no-such-topic-here' does not exist", "make init")
