@@ -10,11 +10,10 @@ import time
 import orjson
 from flask import Blueprint, Response, abort, current_app, jsonify, request, send_from_directory
 
-from webapp import params, queries
+from webapp import params, queries, tariff
 from webapp.alert_store import alerts_for_house, open_alerts, recent_alerts
 from webapp.db import cassandra, get_rethinkdb
 from webapp.errors import BadParameter
-from webapp.tariff import Tariff
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +21,7 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 CSV_FIELDS = ["house_id", "day", "meter", "label", "appliance", "energy_kwh", "coverage"]
 MAX_METERS = 8
+MAX_TARIFF_BODY_BYTES = 16384
 
 
 def now_utc() -> dt.datetime:
@@ -115,11 +115,76 @@ def house_thresholds(house_id):
 
 @bp.get("/houses/<house_id>/cost")
 def house_cost(house_id):
-    """Cost per appliance over ?from=&to= at the configured time-of-use tariff."""
+    """Cost per appliance over ?from=&to=, each hour at the house's tariff in force then."""
     found = known_house(house_id)
     start, end = params.day_range(request.args, current_app.config["MAX_COST_DAYS"])
-    tariff = Tariff.from_config(current_app.config["TARIFF"])
-    return jsonify(queries.cost(cassandra(), house_id, found["tz"], start, end, tariff))
+    try:
+        return jsonify(queries.cost(cassandra(), house_id, found["tz"], start, end, configured_tariff(house_id)))
+    except tariff.Unpriceable as exc:
+        raise BadParameter(str(exc)) from None
+
+
+def configured_tariff(house_id: str) -> tariff.Version:
+    """The house's configured tariff: its own in HOUSE_TARIFFS, else the global TARIFF."""
+    own, default = current_app.extensions["smw_tariffs"]
+    return own.get(house_id, default)
+
+
+def parse_configured_tariffs(state) -> None:
+    """Validate TARIFF and HOUSE_TARIFFS once, when the app is made: a bad one stops the start-up."""
+    config = state.app.config
+    default = tariff.Version.configured(tariff.Tariff.from_config(config["TARIFF"]), "config-default")
+    houses_spec = config.get("HOUSE_TARIFFS") or {}
+    if not isinstance(houses_spec, dict):
+        raise tariff.TariffError('HOUSE_TARIFFS must be a JSON object {"<house id>": {tariff}, ...}')
+    own = {house_id: tariff.Version.configured(tariff.Tariff.from_config(spec, f"HOUSE_TARIFFS[{house_id}]"))
+           for house_id, spec in houses_spec.items()}
+    state.app.extensions["smw_tariffs"] = (own, default)
+
+
+bp.record_once(parse_configured_tariffs)
+
+
+@bp.get("/houses/<house_id>/tariff")
+def house_tariff(house_id):
+    """The tariff in force at ?at_ts_s= (default now), the configured one and the latest ?limit= history entries."""
+    known_house(house_id)
+    at_s = params.seconds("at_ts_s", request.args.get("at_ts_s"), time.time())
+    if not tariff.MIN_EFFECTIVE_S <= at_s <= tariff.MAX_EFFECTIVE_S:
+        raise BadParameter("at_ts_s must be between 2000-01-01 and 2100-01-01 (epoch seconds)")
+    limit = params.integer("limit", request.args.get("limit"), 50, 1, 500)
+    store = cassandra()
+    configured = configured_tariff(house_id)
+    versions = queries.tariff_versions(store, house_id, at_s, at_s + 1)
+    return jsonify(house_id=house_id, at_ts_s=at_s,
+                   in_force=tariff.in_force(versions, configured, at_s).as_dict(),
+                   configured=configured.as_dict(),
+                   history=[v.as_dict() for v in queries.tariff_history(store, house_id, limit)])
+
+
+@bp.put("/houses/<house_id>/tariff")
+def put_house_tariff(house_id):
+    """Add a tariff to a house's history, in force from effective_from_ts_s (default now) until a later one."""
+    known_house(house_id)
+    body = b"" if (request.content_length or 0) > MAX_TARIFF_BODY_BYTES else \
+        request.stream.read(MAX_TARIFF_BODY_BYTES + 1)  # never more than the limit into memory
+    if not body or len(body) > MAX_TARIFF_BODY_BYTES:
+        raise BadParameter(f"the body must be a JSON object of 1 to {MAX_TARIFF_BODY_BYTES} bytes")
+    try:
+        spec = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadParameter("the body must be JSON: {\"currency\": \"USD\", \"default_rate_per_kwh\": 0.15, "
+                           "\"periods\": [...], \"effective_from_ts_s\": ...}") from None
+    try:
+        new_tariff = tariff.Tariff.from_spec(spec, extra=("effective_from_ts_s",))
+        effective_s = tariff.epoch_seconds(spec.get("effective_from_ts_s", round(time.time(), 3)),
+                                           "effective_from_ts_s")
+    except tariff.TariffError as exc:
+        raise BadParameter(str(exc)) from None
+    version = tariff.Version(effective_s, None, new_tariff, "api", announced_s=round(time.time(), 3))
+    queries.put_tariff(cassandra(), house_id, version)
+    log.info("house %s: tariff in %s from %s set through the API", house_id, new_tariff.currency, effective_s)
+    return jsonify(house_id=house_id, stored=version.as_dict())
 
 
 @bp.get("/houses/<house_id>/power")

@@ -1,6 +1,7 @@
 """Bounded reads of the serving tables; every query is by partition key with a LIMIT or a range."""
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
 import statistics
@@ -8,7 +9,7 @@ from collections import defaultdict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from webapp.db import CassandraStore
-from webapp.tariff import Tariff
+from webapp.tariff import MAX_BOUNDED_S, Tariff, TariffError, Unpriceable, Version, timeline
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,100 @@ def thresholds(store: CassandraStore, house_id: str) -> list[dict]:
             for r in rows]
 
 
+# ---------------------------------------------------------------- tariffs and cost
+
+TARIFF_COLUMNS = ("effective_from, until, source, currency, default_rate_per_kwh, periods, tier, rate_label, meter, "
+                  "announced_at")
+OPEN_TARIFF_AT = (f"SELECT {TARIFF_COLUMNS} FROM house_tariffs WHERE house_id = ? AND bounded = false "
+                  "AND effective_from <= ? LIMIT 1")
+TARIFFS_WITHIN = (f"SELECT {TARIFF_COLUMNS} FROM house_tariffs WHERE house_id = ? AND bounded = ? "
+                  "AND effective_from > ? AND effective_from < ? LIMIT ?")
+TARIFF_HISTORY = f"SELECT {TARIFF_COLUMNS} FROM house_tariffs WHERE house_id = ? AND bounded = ? LIMIT ?"
+INSERT_TARIFF = ("INSERT INTO house_tariffs (house_id, bounded, effective_from, until, source, currency, "
+                 "default_rate_per_kwh, periods, tier, rate_label, meter, announced_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+TARIFF_CHANGES_LIMIT = 5000  # versions read per range: ~two a day for a 92-day range would be 184
+# Instants sent to Cassandra stay within what datetime can hold: a cost range may be any
+# YYYY-MM-DD, and no tariff is dated outside 2000-2100 anyway.
+MIN_INSTANT_S, MAX_INSTANT_S = 0.0, 253402214400.0  # 1970-01-01, 9999-12-31
+
+
+def instant(epoch_s: float) -> dt.datetime:
+    return as_utc(min(max(epoch_s, MIN_INSTANT_S), MAX_INSTANT_S))
+
+
+def tariff_version(row) -> Version | None:
+    """A house_tariffs row as a Version; None (logged) for a row no tariff can be made of."""
+    try:
+        periods = [{"name": p.name, "start_hour": p.start_hour, "end_hour": p.end_hour,
+                    "rate_per_kwh": p.rate_per_kwh} for p in (row.periods or ())]
+        # Rows are validated when written; this guards against hand-made ones (cqlsh) breaking a page.
+        tariff = Tariff.from_spec({"currency": row.currency, "default_rate_per_kwh": row.default_rate_per_kwh,
+                                   "periods": periods})
+    except (TariffError, AttributeError) as exc:
+        log.warning("unusable house_tariffs row from %s (%s): %s", row.effective_from, row.source, exc)
+        return None
+    return Version(ts_s(row.effective_from), ts_s(row.until), tariff, row.source or "unknown", row.tier,
+                   row.rate_label, row.meter, ts_s(row.announced_at))
+
+
+def tariff_versions(store: CassandraStore, house_id: str, start_s: float, end_s: float) -> list[Version]:
+    """The history entries that can be in force within [start_s, end_s): the open-ended one in force at
+    start_s, the open-ended ones beginning within, and the bounded ones that can reach into it."""
+    open_at = store.start(OPEN_TARIFF_AT, (house_id, instant(start_s)))
+    open_within = store.start(TARIFFS_WITHIN, (house_id, False, instant(start_s), instant(end_s),
+                                               TARIFF_CHANGES_LIMIT + 1))
+    bounded = store.start(TARIFFS_WITHIN, (house_id, True, instant(start_s - MAX_BOUNDED_S), instant(end_s),
+                                           TARIFF_CHANGES_LIMIT + 1))
+    rows = list(open_at.result())
+    for found in (open_within, bounded):
+        more = list(found.result())
+        if len(more) > TARIFF_CHANGES_LIMIT:
+            raise Unpriceable(f"the tariff changes more than {TARIFF_CHANGES_LIMIT} times in this range; "
+                              "ask for a shorter one")
+        rows += more
+    return [v for v in map(tariff_version, rows) if v is not None]
+
+
+def tariff_history(store: CassandraStore, house_id: str, limit: int) -> list[Version]:
+    """The latest `limit` history entries of a house, open-ended and bounded, newest first."""
+    found = [store.start(TARIFF_HISTORY, (house_id, bounded, limit)) for bounded in (False, True)]
+    versions = [v for f in found for v in map(tariff_version, f.result()) if v is not None]
+    return sorted(versions, key=lambda v: (v.effective_from_s, v.until_s is not None), reverse=True)[:limit]
+
+
+def put_tariff(store: CassandraStore, house_id: str, version: Version) -> None:
+    """Add an open-ended version to a house's history (an upsert: the same instant replaces it)."""
+    store.rows(INSERT_TARIFF, (
+        house_id, version.until_s is not None, instant(version.effective_from_s),
+        None if version.until_s is None else instant(version.until_s), version.source, version.tariff.currency,
+        version.tariff.default_rate_per_kwh, list(version.tariff.periods) or None,  # Periods bind as the UDT
+        version.tier, version.rate_label, version.meter,
+        None if version.announced_s is None else instant(version.announced_s)))
+
+
+def local_midnight_s(day: dt.date, zone: ZoneInfo) -> float:
+    return dt.datetime.combine(day, dt.time(0), tzinfo=zone).timestamp()
+
+
 def cost(store: CassandraStore, house_id: str, tz_name: str | None, start: dt.date, end: dt.date,
-         tariff: Tariff) -> dict:
-    """Cost per appliance at a time-of-use tariff from hourly energy; days without hourly rows
-    are priced from their daily kWh at the default rate and counted in estimated_days."""
+         configured: Version) -> dict:
+    """Cost per appliance from hourly energy, each hour priced at the house's tariff in force at the
+    hour's start (UTC instant; time-of-use periods in the house's local time). Days without hourly rows
+    are priced from their daily kWh at the standard rate in force at the local day's start and counted in
+    estimated_days. Raises Unpriceable when the priced hours are in more than one currency."""
     zone = house_zone(tz_name)
+    start_s = local_midnight_s(start, zone)
+    end_s = local_midnight_s(end, zone) + 86400  # the day after `end` may not exist (9999-12-31)
+    versions = tariff_versions(store, house_id, start_s, end_s)
+    segments = timeline(versions, configured, start_s, end_s)
+    segment_starts = [s.start_s for s in segments]
+    hours_in: dict[int, set] = defaultdict(set)  # segment index -> the hours it priced
+    days_in: dict[int, int] = defaultdict(int)  # segment index -> the days without hourly rows it priced
+
+    def segment_at(epoch_s: float) -> int:
+        return max(bisect.bisect_right(segment_starts, epoch_s) - 1, 0)
+
     day_list = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     meter_names: dict[int, str] = {}
     daily_by_day: dict[dt.date, list] = defaultdict(list)
@@ -220,7 +310,7 @@ def cost(store: CassandraStore, house_id: str, tz_name: str | None, start: dt.da
     )
     energy_kwh: dict[str, float] = defaultdict(float)
     cost_total: dict[str, float] = defaultdict(float)
-    by_period: dict[str, dict] = {}
+    by_period: dict[tuple, dict] = {}
     estimated_days = 0
     for day, rows in zip(day_list, hourly):
         if rows:
@@ -228,29 +318,50 @@ def cost(store: CassandraStore, house_id: str, tz_name: str | None, start: dt.da
                 if row.energy_kwh is None:
                     continue
                 name = meter_names.get(row.meter, f"meter {row.meter}")
-                local_hour = row.hour_start.replace(tzinfo=UTC).astimezone(zone).hour
-                period, rate = tariff.rate(local_hour)
+                hour_start = row.hour_start.replace(tzinfo=UTC)
+                index = segment_at(hour_start.timestamp())
+                hours_in[index].add(hour_start)
+                version = segments[index].version
+                period, rate = version.rate(hour_start.astimezone(zone).hour)
                 energy_kwh[name] += row.energy_kwh
                 cost_total[name] += row.energy_kwh * rate
                 if name == MAINS:
-                    slot = by_period.setdefault(period, {"period": period, "rate_per_kwh": rate,
-                                                         "energy_kwh": 0.0, "cost": 0.0})
+                    slot = by_period.setdefault((period, rate, version.tariff.currency), {
+                        "period": period, "rate_per_kwh": rate, "currency": version.tariff.currency,
+                        "energy_kwh": 0.0, "cost": 0.0})
                     slot["energy_kwh"] += row.energy_kwh
                     slot["cost"] += row.energy_kwh * rate
         elif daily_by_day.get(day):
             estimated_days += 1
+            index = segment_at(local_midnight_s(day, zone))
+            days_in[index] += 1
+            rate = segments[index].version.tariff.default_rate_per_kwh
             for row in daily_by_day[day]:
                 name = meter_names[row.meter]
                 energy_kwh[name] += row.energy_kwh or 0.0
-                cost_total[name] += (row.energy_kwh or 0.0) * tariff.default_rate_per_kwh
+                cost_total[name] += (row.energy_kwh or 0.0) * rate
+    priced = [segments[i] for i in sorted(set(hours_in) | set(days_in))]
+    currencies = list(dict.fromkeys(s.version.tariff.currency for s in priced))
+    if len(currencies) > 1:
+        switches = [s for i, s in enumerate(priced)
+                    if i == 0 or s.version.tariff.currency != priced[i - 1].version.tariff.currency]
+        changes = ", then ".join(f"{s.version.tariff.currency} from {instant(s.start_s).isoformat()}"
+                                 for s in switches)
+        raise Unpriceable(f"the hours of this range are priced in {' and '.join(currencies)} ({changes}); "
+                          "ask for ranges in one currency each")
     mains_cost = cost_total.pop(MAINS, 0.0)
     mains_kwh = energy_kwh.pop(MAINS, 0.0)
     circuits_cost = sum(cost_total.values())
     appliances = [{"appliance": k, "energy_kwh": round(energy_kwh[k], 6), "cost": round(cost_total[k], 4)}
                   for k in sorted(cost_total, key=lambda k: -cost_total[k])]
+    last = segments[-1].version
     return {
         "house_id": house_id, "from": start.isoformat(), "to": end.isoformat(),
-        "tariff": tariff.as_dict(),
+        "currency": currencies[0] if currencies else last.tariff.currency,
+        "tariff": last.tariff.as_dict(),  # the one in force at the end of the range
+        "tariffs": [dict(s.version.as_dict(), from_ts_s=round(s.start_s, 3), to_ts_s=round(s.end_s, 3),
+                         priced_hours=len(hours_in.get(i, ())), estimated_days=days_in.get(i, 0))
+                    for i, s in enumerate(segments)],
         "appliances": appliances,
         "mains": {"energy_kwh": round(mains_kwh, 6), "cost": round(mains_cost, 4)},
         "untracked": {"energy_kwh": round(max(mains_kwh - sum(energy_kwh.values()), 0.0), 6),

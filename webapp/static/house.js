@@ -31,8 +31,11 @@
       rows.push(SMW.row(["untracked", cost.untracked.energy_kwh, cost.untracked.cost]));
       rows.push(SMW.row(["mains (total)", cost.mains.energy_kwh, cost.mains.cost]));
       SMW.fill(document.getElementById("cost"), rows, "No data.", 3);
+      document.getElementById("cost-currency").textContent = cost.currency;
+      const versions = cost.tariffs.filter(v => v.priced_hours + v.estimated_days > 0).length;
       const periods = cost.by_period.map(p => `${p.period} ${SMW.fmt(p.energy_kwh, 1)} kWh at ${p.rate_per_kwh}/kWh`).join(" · ");
       document.getElementById("cost-note").textContent = (periods ? "Mains by period: " + periods + ". " : "") +
+        (versions > 1 ? "Priced at " + versions + " successive tariffs. " : "") +
         (cost.estimated_days ? cost.estimated_days + " day(s) without hourly data priced at the standard rate." : "");
     } catch (error) { SMW.showError(document.getElementById("cost-note"), error); }
   }
