@@ -101,9 +101,12 @@ serial: init ## Read a serial meter into Kafka (SERIAL_ARGS="--device /dev/ttyAC
 	@test -n "$(SERIAL_ARGS)" || { echo 'usage: make serial SERIAL_ARGS="--device /dev/ttyACM0 --type emu2 --house H"'; exit 2; }
 	$(PY) -m ingest.serial $(SERIAL_ARGS)
 
-.PHONY: pulse-store
+.PHONY: pulse-store price-store
 pulse-store: init ## Store pulse-meter blinks from the events topic in Cassandra for the pulse-meter API
 	$(PY) -m ingest.pulse_store
+
+price-store: init ## Store EMU-2 prices from the events topic as their houses' tariff history (cost views use it)
+	$(PY) -m ingest.price_store
 
 .PHONY: land land-once
 LAND_ARGS ?=
