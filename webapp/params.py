@@ -12,7 +12,7 @@ MAX_DIGITS = 15
 FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 MAX_EPOCH_S = (dt.date(3000, 1, 1) - dt.date(1970, 1, 1)).days * 86400
 _DIGITS = re.compile(r"[0-9]+")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 
 
 def digits(name: str, text: str | None, minimum: int = 0, maximum: int | None = None) -> int:
@@ -31,10 +31,10 @@ def digits(name: str, text: str | None, minimum: int = 0, maximum: int | None = 
     return value
 
 
-def name(kind: str, text: str | None) -> str:
-    """An identifier (house, meter, appliance, zip): letters, digits and _.:- up to 64 characters."""
-    if not text or not _NAME.fullmatch(text):
-        raise BadParameter(f"{kind} must be 1-64 letters, digits or _.:-")
+def name(kind: str, text: str | None, max_length: int = 64) -> str:
+    """An identifier (house, meter, appliance, zip): letters, digits and _.:- up to max_length characters."""
+    if not text or len(text) > max_length or not _NAME.fullmatch(text):
+        raise BadParameter(f"{kind} must be 1-{max_length} letters, digits or _.:-")
     return text
 
 

@@ -41,6 +41,7 @@ MINUTELY_SPAN_MS = MINUTELY_ROWS * 60_000
 MAX_BUCKETS = 1000          # /aggregate and /aggregate_hourly c
 RAW_COUNT_LIMIT = 50000     # /aggregate counts raw stamps up to this many, else asks Cassandra per bucket
 MAX_DAYS_SCANNED = 400      # day partitions one request may visit
+METER_ID_LENGTH = 76        # `<house>-<meter>`: a house id of up to 64 characters, a meter number
 HOUR_MS = 3600 * 1000
 DAY_MS = 86400 * 1000
 EPOCH = dt.date(1970, 1, 1)
@@ -125,7 +126,7 @@ def points_from(store: CassandraStore, meter_id: str, after_ms: int, inclusive: 
 
 def meter(meter_id: str) -> str:
     """A meter id of the multi-meter form, through the alias table."""
-    meter_id = params.name("meter id", meter_id)
+    meter_id = params.name("meter id", meter_id, METER_ID_LENGTH)
     return current_app.config["PULSE_METER_ALIASES"].get(meter_id, meter_id)
 
 
@@ -467,14 +468,15 @@ def init_app(app: Flask) -> None:
     checked = {}
     for alias, target in aliases.items():
         try:
-            checked[params.name("meter alias", str(alias))] = params.name("meter id", str(target))
+            checked[params.name("meter alias", str(alias), METER_ID_LENGTH)] = params.name(
+                "meter id", str(target), METER_ID_LENGTH)
         except BadParameter as exc:
             raise ValueError(f"PULSE_METER_ALIASES: {exc}") from None
     app.config["PULSE_METER_ALIASES"] = checked
     default = app.config["PULSE_DEFAULT_METER"]
     if default not in ("", None):
         try:
-            app.config["PULSE_DEFAULT_METER"] = params.name("PULSE_DEFAULT_METER", str(default))
+            app.config["PULSE_DEFAULT_METER"] = params.name("PULSE_DEFAULT_METER", str(default), METER_ID_LENGTH)
         except BadParameter as exc:
             raise ValueError(str(exc)) from None
     prefix = str(app.config["PULSE_URL_PREFIX"] or "").rstrip("/")

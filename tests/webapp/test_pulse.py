@@ -1,4 +1,5 @@
 """The pulse-meter compatible API."""
+import datetime as dt
 import json
 import time
 
@@ -201,3 +202,14 @@ def test_bad_pulse_settings_fail_at_start(settings, config, message):
     from webapp import create_app
     with pytest.raises(ValueError, match=message):
         create_app({"TESTING": True, "SMW_SETTINGS": settings, **config})
+
+
+def test_a_meter_of_a_house_with_the_longest_id_is_served(client, cassandra_session):
+    house = "h" * 64
+    stamp_ms = 1_650_000_000_000
+    cassandra_session.execute("INSERT INTO pulse_points (meter_id, day, stamp_ms, ms) VALUES (%s, %s, %s, %s)",
+                              (f"{house}-12", dt.date(2022, 4, 15), stamp_ms, 1000))
+    cassandra_session.execute("INSERT INTO pulse_days (meter_id, day) VALUES (%s, %s)",
+                              (f"{house}-12", dt.date(2022, 4, 15)))
+    assert client.get(f"/last/{house}-12").get_json() == [stamp_ms, 1000]
+    assert client.get(f"/last/{'h' * 80}").status_code == 400
