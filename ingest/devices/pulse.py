@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ingest.devices import Ignored, Reading
+from ingest.devices import Ignored, Reading, Rejected, parse_or_none
 
 _SINGLE = re.compile(rb"^\s*(\d{1,12})\s*$")
 _MULTI = re.compile(rb"^\s*(\d{1,5})\s+(\d{1,12})\s*$")
@@ -44,6 +44,10 @@ class PulseMeter:
 
     def parse(self, frame: bytes, now_s: float) -> Reading | Ignored | None:
         """A Reading for a blink line, Ignored for status lines, None for garbage."""
+        return parse_or_none(self.classify(frame, now_s))
+
+    def classify(self, frame: bytes, now_s: float) -> Reading | Ignored | Rejected:
+        """A Reading for a blink line, Ignored for status lines, Rejected (with the reason) for garbage."""
         if frame.startswith((b"INFO", b"CONNECTED")):
             return Ignored("status line")
         single = _SINGLE.match(frame)
@@ -52,9 +56,9 @@ class PulseMeter:
         else:
             multi = _MULTI.match(frame)
             if not multi:
-                return None
+                return Rejected("not a blink line")
             meter, interval_ms = int(multi.group(1)), int(multi.group(2))
         if interval_ms <= 0:
-            return None
+            return Rejected("zero interval")
         return Reading(meter=meter, ts_s=now_s, power_w=power_w(interval_ms, self.impulses_per_kwh),
                        interval_ms=interval_ms)

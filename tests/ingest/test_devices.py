@@ -1,9 +1,9 @@
-"""Device parsers: pure, exact on good frames, silent (None) on garbage, never raising."""
+"""Device parsers: pure, exact on good frames, rejecting garbage with a reason, never raising."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.devices import Event, Ignored, Reading
+from ingest.devices import Event, Ignored, Reading, Rejected, Unknown
 from ingest.devices.emu2 import Y2K_EPOCH_S, Emu2
 from ingest.devices.pulse import PulseMeter
 
@@ -111,7 +111,8 @@ def test_pulse_never_raises_on_arbitrary_bytes(chunks):
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.binary(max_size=200), st.sampled_from([demand("0x12"), b"<PriceCluster>",
-                                                                    b"</Demand>", b"<TimeCluster><x>"])),
+                                                                    b"</Demand>", b"<TimeCluster><x>",
+                                                                    b"<FooCluster>\n<x>"])),
                 max_size=8))
 def test_emu2_never_raises_on_arbitrary_bytes(chunks):
     feed_and_parse(Emu2(), chunks)
@@ -127,3 +128,85 @@ def test_emu2_garbled_trailing_digits_is_a_bad_frame_not_a_hang():
     frame = (b"<PriceCluster><TimeStamp>0x1c6a2b3f</TimeStamp><Price>0x0000312d</Price>"
              b"<TrailingDigits>0xffffffff</TrailingDigits></PriceCluster>")
     assert Emu2().parse(frame, NOW) is None
+
+
+def price(**fields):
+    """A PriceCluster frame with sane fields, any of them replaced (value None leaves it out)."""
+    values = {"TimeStamp": b"0x1c6a2b3f", "Price": b"0x0000312d", "Currency": b"0x0348", "TrailingDigits": b"0x05",
+              "Tier": b"0x01", "StartTime": b"0x1c6a2000", "Duration": b"0x003c"}
+    values.update(fields)
+    body = b"".join(b"<%s>%s</%s>" % (name.encode(), value, name.encode())
+                    for name, value in values.items() if value is not None)
+    return b"<PriceCluster>" + body + b"</PriceCluster>"
+
+
+@pytest.mark.parametrize(("frame", "reason"), [
+    (price(Currency=b"0xFFFFFFFF"), "Currency out of range"),
+    (price(Currency=b"0x3e8"), "Currency out of range"),  # 1000: ISO 4217 codes have three digits
+    (price(Tier=b"0x1FF"), "Tier out of range"),
+    (price(Duration=b"0xFFFFFFFFFF"), "Duration out of range"),
+    (price(TrailingDigits=b"0x" + b"f" * 30), "TrailingDigits out of range"),
+    (price(StartTime=b"0x100000000"), "StartTime out of range"),
+    (price(TimeStamp=b"0x1ffffffff"), "TimeStamp out of range"),
+    (price(Price=b"-0x5"), "Price not hex"),
+    (price(Price=None), "Price missing"),
+    (demand("0x" + "7" * 40), "Demand out of range"),
+    (demand("0x0003e8", multiplier="0x1" + "0" * 8), "Multiplier out of range"),
+    (b"<CurrentSummationDelivered><TimeStamp>0x1c6a2b3f</TimeStamp><SummationDelivered>0x1000000000000"
+     b"</SummationDelivered></CurrentSummationDelivered>", "SummationDelivered out of range"),
+    (b"<InstantaneousDemand><Demand>0x01</Demand>", "not well-formed XML"),
+])
+def test_emu2_field_wider_than_the_wire_rejects_the_frame_with_the_reason(frame, reason):
+    device = Emu2()
+    assert device.classify(frame, NOW) == Rejected(reason)
+    assert device.parse(frame, NOW) is None
+
+
+def test_emu2_fields_at_their_widest_are_accepted():
+    event = Emu2().parse(price(Currency=b"0x3e7", Tier=b"0xff", Duration=b"0xffff", TrailingDigits=b"0x12"), NOW)
+    assert (event.fields["currency"], event.fields["tier"], event.fields["duration_min"]) == (999, 255, 65535)
+    assert Emu2().parse(demand("0x00000000ffffffff"), NOW).power_w == -1.0  # leading zeros are not width
+
+
+@pytest.mark.parametrize(("label", "text"), [
+    (b"Peak \x80", "Peak \u20ac"),  # cp1252 euro sign
+    (b"Caf\xe9", "Caf\u00e9"),  # cp1252 / latin-1 e acute
+    ("Tarif \u20ac".encode(), "Tarif \u20ac"),  # the device's own UTF-8
+    (b"Tier\x81\xe9", "Tier\x81\u00e9"),  # 0x81 is not cp1252: latin-1 takes it
+    (b"Bad\x01label", "Bad\ufffdlabel"),  # a control character XML forbids
+])
+def test_emu2_rate_label_in_any_charset_keeps_the_frame(label, text):
+    event = Emu2().parse(price(RateLabel=label), NOW)
+    assert isinstance(event, Event) and event.fields["rate_label"] == text
+    assert event.fields["price_per_kwh"] == pytest.approx(12589 / 1e5)
+
+
+def test_emu2_unknown_element_is_framed_and_named_not_dropped_as_noise():
+    device = Emu2()
+    frames = device.feed(b"<FooCluster>\r\n  <Bar>0x01</Bar>\r\n</FooCluster>\r\n" + demand("0x000064")
+                         + b"<BazInfo><A>1</A></BazInfo>")
+    assert [device.classify(f, NOW) for f in frames][0::2] == [Unknown("FooCluster"), Unknown("BazInfo")]
+    assert device.parse(frames[1], NOW).power_w == 100.0
+    assert device.parse(frames[0], NOW) == Ignored("unknown element FooCluster")
+
+
+def test_emu2_left_over_fields_of_a_garbled_fragment_are_noise_not_unknown_elements():
+    device = Emu2()
+    frames = device.feed(b"eousDemand><TimeStamp>0x1c6a2b3f</TimeStamp><Demand>0x01</Demand></InstantaneousDemand>"
+                         + demand("0x000064"))
+    assert len(frames) == 1 and device.parse(frames[0], NOW).power_w == 100.0
+
+
+def test_emu2_unknown_element_split_across_reads():
+    device = Emu2()
+    raw = b"junk<NewCluster>\n <Field>0x1</Field>\n</NewCluster>"
+    frames = []
+    for i in range(0, len(raw), 3):
+        frames += device.feed(raw[i:i + 3])
+    assert [device.classify(f, NOW) for f in frames] == [Unknown("NewCluster")]
+
+
+def test_pulse_rejects_with_the_reason():
+    meter = PulseMeter()
+    assert meter.classify(b"bl\xffah", NOW) == Rejected("not a blink line")
+    assert meter.classify(b"0", NOW) == Rejected("zero interval")

@@ -1,6 +1,7 @@
 """The serial ingester against pseudo-terminals playing devices: splits, garbage, unplug and replug."""
 import json
 import os
+import re
 import threading
 import time
 
@@ -182,3 +183,104 @@ def test_serial_cli_publishes_demand_as_readings_and_price_as_events(kafka_ready
     body = json.loads(event.value)
     assert (event.key, body["type"], body["house_id"]) == (b"h-cli", "price", "h-cli")
     assert body["price_per_kwh"] == pytest.approx(0.12589)
+
+
+def emu2_price(**fields):
+    """A PriceCluster frame line; fields replace the defaults (hex values as bytes)."""
+    values = {"TimeStamp": b"0x1c6a2b3f", "Price": b"0x0000312d", "Currency": b"0x0348", "TrailingDigits": b"0x05",
+              "Tier": b"0x01", "Duration": b"0x003c", **fields}
+    body = b"".join(b"<%s>%s</%s>" % (name.encode(), value, name.encode()) for name, value in values.items())
+    return b"<PriceCluster>" + body + b"</PriceCluster>\r\n"
+
+
+def emu2_demand(stamp: int, demand_hex: bytes = b"0x000001f4") -> bytes:
+    return (b"<InstantaneousDemand><TimeStamp>0x%08x</TimeStamp><Demand>%s</Demand><Multiplier>0x00000001"
+            b"</Multiplier><Divisor>0x000003e8</Divisor></InstantaneousDemand>\r\n" % (stamp, demand_hex))
+
+
+# Garbled frames of every kind between good ones: the reason each is counted under.
+BAD_FRAMES = [
+    (emu2_price(Currency=b"0xFFFFFFFF"), "bad:Currency out of range"),
+    (emu2_price(Tier=b"0x1FF"), "bad:Tier out of range"),
+    (emu2_price(Duration=b"0xFFFFFFFFFF"), "bad:Duration out of range"),
+    (emu2_price(TrailingDigits=b"0x" + b"9" * 24), "bad:TrailingDigits out of range"),
+    (emu2_demand(0x1C6A2B40, b"0x" + b"a" * 40), "bad:Demand out of range"),
+]
+GOOD_STAMPS = [0x1C6A2B3F + i for i in range(3)]
+
+
+def mixed_stream() -> bytes:
+    """Good demand frames, the bad frames, noise, a cp1252 rate label and an element nobody knows."""
+    return (b"\xde\xad\x00noise" + emu2_demand(GOOD_STAMPS[0]) + b"".join(frame for frame, _ in BAD_FRAMES)
+            + b"<Instant<<>>" + emu2_price(RateLabel=b"Peak \x80") + emu2_demand(GOOD_STAMPS[1])
+            + b"<FooCluster>\r\n  <Bar>0x01</Bar>\r\n</FooCluster>\r\n" + emu2_demand(GOOD_STAMPS[2]))
+
+
+def test_bad_frames_are_counted_by_reason_and_a_failing_callback_costs_one_frame(rig):
+    device, tables, events = rig
+
+    def on_event(event):
+        if event.fields.get("rate_label") == "Peak \u20ac" and not events:
+            events.append(None)  # fail once, on the first good price event
+            raise RuntimeError("sink exploded")
+        events.append(event)
+
+    ingester = SerialIngester(device.link, Emu2(meter=1), 115200, "h-emu", tables.append, on_event)
+    thread = start(ingester)
+    try:
+        device.write(mixed_stream() + emu2_price(RateLabel=b"Caf\xe9"), chunk=48)
+        assert wait_for(lambda: len(readings(tables)) == 3 and len(events) == 2), ingester.counts
+        assert thread.is_alive()
+    finally:
+        ingester.stop.set()
+        thread.join(5)
+    assert [r["ts_s"] for r in readings(tables)] == [s + 946684800 for s in GOOD_STAMPS]
+    assert events[1].fields["rate_label"] == "Caf\u00e9"
+    counts = ingester.counts
+    assert {reason: counts[reason] for _, reason in BAD_FRAMES} == {reason: 1 for _, reason in BAD_FRAMES}
+    assert counts["bad_frames"] == len(BAD_FRAMES) and counts["frame_errors"] == 1, counts
+    assert counts["unknown"] == 1 and counts["unknown:FooCluster"] == 1, counts
+
+
+@pytest.mark.integration
+def test_serial_cli_survives_garbled_frames_and_says_why_each_was_rejected(kafka_ready, topic, read_topic, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    from smw import config
+    from smw.init import create_topics, delete_topic
+
+    events_topic = f"test-events-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_ready, {events_topic: 1})
+    device = Device(str(tmp_path / "ttyEMU"))
+    device.plug()
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_ready.kafka_bootstrap, "PYTHONPATH": str(config.ROOT),
+           "DATA_DIR": str(tmp_path / "data")}
+    process = subprocess.Popen([sys.executable, "-m", "ingest.serial", "--device", device.link, "--type", "emu2",
+                                "--house", "h-bad", "--kafka-topic", topic, "--kafka-events-topic", events_topic],
+                               cwd=config.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.5)  # interpreter start, port opened in raw mode
+        device.write(mixed_stream(), chunk=64)
+        time.sleep(1.5)
+        assert process.poll() is None
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        (event,) = read_topic(events_topic)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        delete_topic(kafka_ready, events_topic)
+    assert process.returncode == 0, err
+    counts = dict(re.findall(r"([a-z_]+(?::[^,;]+)?) (\d+)[,;]", out.removeprefix("stopped: ").split(";")[0] + ";"))
+    assert {reason: counts.get(reason) for _, reason in BAD_FRAMES} == {reason: "1" for _, reason in BAD_FRAMES}
+    assert (counts["bad_frames"], counts["unknown:FooCluster"], counts["readings"]) == (str(len(BAD_FRAMES)), "1", "3")
+    assert "readings sent 3 " in out and "events sent 1 (delivered 1, failed 0)" in out, out
+    assert "bad frame from" in err and "unknown element <FooCluster>" in err, err
+
+    stamps = [t for r in read_topic(topic) for s in messages.decode(r.value)["series"] for t in s["ts_s"]]
+    assert stamps == [s + 946684800 for s in GOOD_STAMPS]
+    body = json.loads(event.value)
+    assert (body["type"], body["rate_label"], body["currency"]) == ("price", "Peak \u20ac", 840)
