@@ -74,6 +74,13 @@ class Settings:
     cassandra_storage_port: str = _setting("CASSANDRA_STORAGE_PORT", "7000", "local Cassandra internode port")
     cassandra_heap: str = _setting("CASSANDRA_HEAP", "1G", "local Cassandra heap (at most 1G on a laptop)")
     service_timeout_s: str = _setting("SMW_SERVICE_TIMEOUT_S", "180", "seconds to wait for a local service to be ready")
+    # Outgoing e-mail of the notifier (python -m webapp.notify); the defaults suit a local test server.
+    smtp_host: str = _setting("SMW_SMTP_HOST", "127.0.0.1", "SMTP server of notification e-mails")
+    smtp_port: str = _setting("SMW_SMTP_PORT", "8025", "SMTP server port")
+    smtp_starttls: str = _setting("SMW_SMTP_STARTTLS", "0", "1: upgrade the SMTP connection with STARTTLS")
+    smtp_username: str = _setting("SMW_SMTP_USERNAME", "", "SMTP user (empty: no login)")
+    smtp_password: str = _setting("SMW_SMTP_PASSWORD", "", "SMTP password")
+    smtp_from: str = _setting("SMW_SMTP_FROM", "smw-notify@localhost", "From address of notification e-mails")
 
     # Typed views -----------------------------------------------------------
     @property
