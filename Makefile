@@ -182,9 +182,13 @@ bench-batch: setup ## Nightly job vs DuckDB, same six outputs, at 10M, 100M and 
 bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone (median of 3)
 	$(PY) -m tools.bench_land $(BENCH_LAND_ARGS)
 
-.PHONY: web screenshots bench-web browser-deps
+.PHONY: web notify screenshots bench-web browser-deps
 web: init ## Serve the dashboard and APIs with waitress on 127.0.0.1:8000 (SMW_WEB_HOST/PORT/THREADS/PROCESSES to change)
 	$(PY) -m webapp
+
+NOTIFY_ARGS ?=
+notify: init ## Deliver alert changes to users by webhook and e-mail (SMW_SMTP_*; NOTIFY_ARGS="--expire-s 3600"; Ctrl-C stops it)
+	$(PY) -m webapp.notify $(NOTIFY_ARGS)
 
 browser-deps: ## Install Debian's chromium and chromium-driver for the browser test (skipped when present)
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
