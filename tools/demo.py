@@ -12,7 +12,7 @@
    rates would be ~0.7 M readings per house-day);
 2. starts the landing job and replays the history through Kafka into the raw zone,
    waiting until every reading has landed; meanwhile the alert job (from the latest
-   offsets, so history is not alerted on) and the web app start;
+   offsets, so history is not alerted on), the web app and the notifier start;
 3. registers the houses and runs the nightly batch over those days (daily kWh,
    rollups, thresholds into Cassandra);
 4. replays today's last `--catch-up-hours` at `--speed` x real time, then goes on in
@@ -43,7 +43,7 @@ from tools.services import PidFileProcess
 
 DEMO_TOPIC = "smw-demo-readings"
 DEMO_NAMESPACE = "smw_demo"
-JOBS = ("land", "alerts", "web", "live")
+JOBS = ("land", "alerts", "web", "notify", "live")
 
 
 def demo_today() -> dt.date:
@@ -246,10 +246,11 @@ class Demo:
         """The alert job and the web app start while the history lands and the nightly batch
         runs; the alert job re-reads the thresholds every 5 s, so it picks up the nightly's
         as soon as they are written."""
-        self.say("starting the alert job and the web app")
+        self.say("starting the alert job, the web app and the notifier")
         self.job("alerts").start(self.python(
             "streaming.alerts", "--starting-offsets", "latest", "--threshold-refresh-s", "5"), self.env)
         self.job("web").start(self.python("webapp", "--port", str(self.args.port)), self.env)
+        self.job("notify").start(self.python("webapp.notify"), self.env)
 
     def live(self) -> dict:
         url = f"http://127.0.0.1:{self.args.port}"

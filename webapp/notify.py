@@ -548,6 +548,8 @@ class Notifier:
         self.wake.set()
         conn = self._feed_conn
         if conn is not None:
+            # The driver logs the feed's read, cut short by this close, as an error: it is the stop.
+            logging.getLogger("rethinkdb").setLevel(logging.CRITICAL)
             try:
                 rethink.close(conn)  # ends the feed's blocking read
             except (ReqlError, OSError):
