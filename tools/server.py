@@ -12,13 +12,16 @@ import http.client
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlencode, urlparse
 
 from smw import config
 
@@ -146,3 +149,53 @@ class ServerProcess:
         if keep_log and self.log_path is not None:
             log.warning("web server log kept in %s", self.log_path)
         self.stop(keep_log=keep_log)
+
+
+def make_user(settings: config.Settings, role: str = "admin", houses=(), password: str | None = None,
+              name: str | None = None) -> tuple[str, str]:
+    """A user (a fresh name unless given; replaced if it exists) with an API token in the settings'
+    keyspace, whose schema must be applied: (name, token). For tests, benchmarks and screenshots."""
+    from webapp import accounts
+    from webapp.db import CassandraStore
+
+    name = name or f"{role}-{uuid.uuid4().hex[:8]}"
+    store = CassandraStore(settings)
+    try:
+        accounts.delete_user(store, name)
+        hashed = accounts.hash_password(password) if password else None
+        accounts.create_user(store, name, role, frozenset(houses), None, hashed)
+        return name, accounts.new_token(store, name, "tools")
+    finally:
+        store.shutdown()
+
+
+def sign_in(url: str, username: str, password: str) -> str:
+    """Sign in through the login form as a browser does; the session's Cookie header value.
+
+    By hand rather than with http.cookiejar, which never sends a Secure cookie over plain
+    http (browsers do on loopback, where these servers run)."""
+    parsed = urlparse(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    try:
+        conn.request("GET", "/login")
+        response = conn.getresponse()
+        form = response.read().decode()
+        cookie = _session_cookie(response)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        body = urlencode({"username": username, "password": password, "csrf_token": csrf})
+        conn.request("POST", "/login", body=body, headers={
+            "Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"})
+        response = conn.getresponse()
+        response.read()
+        if response.status != 302:
+            raise ServerError(f"sign-in of {username} answered {response.status}, not a redirect")
+        return _session_cookie(response)
+    finally:
+        conn.close()
+
+
+def _session_cookie(response) -> str:
+    for header in response.headers.get_all("Set-Cookie") or []:
+        if header.startswith("smw_session="):
+            return header.split(";", 1)[0]
+    raise ServerError("the answer set no session cookie")

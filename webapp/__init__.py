@@ -40,6 +40,21 @@ DEFAULTS = {
     # only when the nightly batch writes, and a write is served at most this many seconds later.
     "DAILY_CACHE_TTL_S": 60.0,  # 0 turns the cache off
     "DAILY_CACHE_MAX_BYTES": 32 * 1024 * 1024,
+    # Accounts and access (webapp/auth.py). SECRET_KEY: SMW_WEB_SECRET_KEY, else a key kept in
+    # <DATA_DIR>/web-secret-key. Chromium keeps Secure cookies on http://127.0.0.1 and localhost,
+    # so the session cookie is Secure everywhere by default.
+    "SESSION_COOKIE_NAME": "smw_session",
+    "SESSION_COOKIE_SECURE": True,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "PERMANENT_SESSION_LIFETIME": 12 * 3600,
+    "WTF_CSRF_TIME_LIMIT": None,  # a form's CSRF token lives as long as its session
+    # Users, API tokens and open meters are cached this long in each process: a revoked token or
+    # a closed meter stops working within it.
+    "AUTH_CACHE_TTL_S": 30.0,
+    # Sign-in failures per user name and per client address, counted in each process.
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_FAILURE_WINDOW_S": 300.0,
     "TARIFF": {
         "currency": "USD",
         "default_rate_per_kwh": 0.15,
@@ -63,10 +78,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.config.setdefault("SMW_SETTINGS", config.load())
 
-    from webapp import alerts, api, db, errors, pages, pulse
+    from webapp import accounts, alerts, api, auth, db, errors, pages, pulse
     from webapp.cache import ResponseCache
 
     db.init_app(app)
+    auth.init_app(app)
+    accounts.init_app(app)
     app.extensions["smw_daily_cache"] = ResponseCache(app.config["DAILY_CACHE_TTL_S"],
                                                       app.config["DAILY_CACHE_MAX_BYTES"])
     errors.init_app(app)

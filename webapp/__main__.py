@@ -20,6 +20,7 @@ import time
 from waitress import serve
 
 from webapp import create_app, shutdown, stop_streams
+from webapp.auth import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.processes < 1 or args.threads < 1:
         parser.error("--processes and --threads must be at least 1")
     try:
-        create_app()  # settings are checked here, before any server starts
-    except ValueError as exc:
+        app = create_app()  # settings are checked here, before any server starts
+    except (ValueError, OSError) as exc:
         parser.error(f"configuration: {exc}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    if not is_loopback(args.host) and not app.config["SESSION_COOKIE_SECURE"]:
+        log.warning("serving on %s, beyond this machine, with SESSION_COOKIE_SECURE off: session cookies travel "
+                    "without TLS and can be stolen on the way; serve through HTTPS and turn it on", args.host)
     log.info("serving on http://%s:%d with %d process(es) x %d threads", args.host, args.port, args.processes,
              args.threads)
     if args.processes == 1:

@@ -55,18 +55,26 @@ def alerts_for_house(conn, house_id: str, limit: int) -> list[dict]:
     return [normalise(doc) for doc in cursor]
 
 
-def changed_since(conn, store, since_ts_s: float, house_id: str | None, house_limit: int) -> list[dict]:
-    """Alerts updated at or after since_ts_s, oldest update first, from the live store and the
-    Cassandra history (which still holds what the live store no longer has)."""
+def alerts_for_houses(conn, house_ids, limit: int) -> list[dict]:
+    """The latest `limit` alerts of some houses, newest start first."""
+    found = [a for house_id in sorted(house_ids) for a in alerts_for_house(conn, house_id, limit)]
+    return sorted(found, key=lambda a: a.get("start_ts_s") or 0.0, reverse=True)[:limit]
+
+
+def changed_since(conn, store, since_ts_s: float, house_ids: frozenset[str] | None, house_limit: int) -> list[dict]:
+    """Alerts updated at or after since_ts_s (of house_ids, or every house for None), oldest update
+    first, from the live store and the Cassandra history (which still holds what the live store no
+    longer has)."""
     found: dict[str, dict] = {}
     # order_by before between: reqlite fails on between-then-order_by for this index; RethinkDB takes both
     cursor = (_table_of(conn).order_by(index="updated_ts_s").between(since_ts_s, r.maxval, index="updated_ts_s")
               .limit(RESUME_LIMIT).run(conn))
     for doc in cursor:
         alert = normalise(doc)
-        if house_id is None or alert["house_id"] == house_id:
+        if house_ids is None or alert["house_id"] in house_ids:
             found[alert["id"]] = alert
-    house_ids = [house_id] if house_id else [h["house_id"] for h in queries.houses(store, house_limit)]
+    house_ids = sorted(house_ids)[:house_limit] if house_ids is not None else \
+        [h["house_id"] for h in queries.houses(store, house_limit)]
     results = store.many(
         "SELECT house_id, start_ts, alert_id, kind, meter, appliance, state, severity, threshold_w, multiplier, "
         "peak_w, mean_w, end_ts, updated_at FROM alerts_by_house WHERE house_id = ? AND start_ts >= ? LIMIT ?",
@@ -81,18 +89,18 @@ def changed_since(conn, store, since_ts_s: float, house_id: str | None, house_li
 
 
 class Subscriber:
-    """One live-feed client: a bounded queue of alerts, optionally for one house."""
+    """One live-feed client: a bounded queue of alerts, of some houses (None: every house)."""
 
     OVERFLOW = object()  # the client fell behind: end its stream
     CLOSED = object()  # the hub stopped: end its stream
 
-    def __init__(self, house_id: str | None, size: int = 1000):
-        self.house_id = house_id
+    def __init__(self, house_ids: frozenset[str] | None, size: int = 1000):
+        self.house_ids = house_ids
         self.queue: queue.Queue = queue.Queue(maxsize=size)
         self.overflowed = False
 
     def offer(self, alert: dict) -> None:
-        if self.overflowed or (self.house_id is not None and alert.get("house_id") != self.house_id):
+        if self.overflowed or (self.house_ids is not None and alert.get("house_id") not in self.house_ids):
             return
         try:
             self.queue.put_nowait(alert)
@@ -128,9 +136,10 @@ class AlertHub:
         self._stopping = threading.Event()
         self.ready = threading.Event()
 
-    def subscribe(self, house_id: str | None = None, wait_s: float = 5.0) -> Subscriber:
-        """A new subscriber; waits until the changefeed is open so nothing after this call is missed."""
-        subscriber = Subscriber(house_id)
+    def subscribe(self, house_ids: frozenset[str] | None = None, wait_s: float = 5.0) -> Subscriber:
+        """A new subscriber to the alerts of house_ids (None: every house); waits until the
+        changefeed is open so nothing after this call is missed."""
+        subscriber = Subscriber(house_ids)
         with self._lock:
             if self._stopping.is_set():
                 subscriber.close()

@@ -5,11 +5,13 @@ import json
 import logging
 import queue
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, current_app, g, render_template, request
 
 from smw import rethink
 from webapp import params
-from webapp.alert_store import AlertHub, Subscriber, alerts_for_house, changed_since, recent_alerts, updated_key
+from webapp.alert_store import (AlertHub, Subscriber, alerts_for_house, alerts_for_houses, changed_since,
+                                recent_alerts, updated_key)
+from webapp.auth import visible_houses
 from webapp.db import cassandra
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,13 @@ def page():
 
 @bp.get("/alerts/stream")
 def stream():
-    """Server-Sent Events: recent alerts (or those changed since Last-Event-ID), then every change."""
+    """Server-Sent Events: recent alerts (or those changed since Last-Event-ID), then every change,
+    of ?house_id= or of every house the user sees (never another household's)."""
     house_id = request.args.get("house_id") or None
     if house_id is not None:
         params.name("house_id", house_id)
+    # the policy let ?house_id= through only for a house the user sees
+    house_ids = frozenset([house_id]) if house_id is not None else visible_houses(g.user)
     resume_from = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     since_ts_s = params.digits("Last-Event-ID", resume_from) / 1000 if resume_from else None
     settings = current_app.config["SMW_SETTINGS"]
@@ -56,17 +61,19 @@ def stream():
     heartbeat_s = float(current_app.config["SSE_HEARTBEAT_S"])
     snapshot_limit = int(current_app.config["SSE_SNAPSHOT_LIMIT"])
     house_limit = int(current_app.config["HOUSE_LIMIT"])
-    subscriber = hub().subscribe(house_id)  # before the initial state is read: nothing falls in between
+    subscriber = hub().subscribe(house_ids)  # before the initial state is read: nothing falls in between
     feed = hub()
 
     def initial_state() -> list[dict]:
         with rethink.connection(settings) as conn:
             if since_ts_s is not None:
-                return changed_since(conn, store, since_ts_s, house_id, house_limit)
-            if house_id is not None:
-                found = alerts_for_house(conn, house_id, snapshot_limit)
-            else:
+                return changed_since(conn, store, since_ts_s, house_ids, house_limit)
+            if house_ids is None:
                 found = recent_alerts(conn, snapshot_limit)
+            elif len(house_ids) == 1:
+                found = alerts_for_house(conn, next(iter(house_ids)), snapshot_limit)
+            else:
+                found = alerts_for_houses(conn, sorted(house_ids)[:house_limit], snapshot_limit)
         return sorted(found, key=updated_key)
 
     def events():

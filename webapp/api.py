@@ -8,10 +8,11 @@ import logging
 import time
 
 import orjson
-from flask import Blueprint, Response, abort, current_app, jsonify, request, send_from_directory
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request, send_from_directory
 
 from webapp import params, queries, tariff
-from webapp.alert_store import alerts_for_house, open_alerts, recent_alerts
+from webapp.alert_store import alerts_for_house, alerts_for_houses, open_alerts, recent_alerts
+from webapp.auth import visible_houses
 from webapp.db import cassandra, get_rethinkdb
 from webapp.errors import BadParameter
 
@@ -43,8 +44,13 @@ def openapi():
 
 @bp.get("/houses")
 def houses():
-    """Every known house (at most HOUSE_LIMIT)."""
-    return jsonify(houses=queries.houses(cassandra(), current_app.config["HOUSE_LIMIT"]))
+    """Every house the user sees (at most HOUSE_LIMIT)."""
+    limit = current_app.config["HOUSE_LIMIT"]
+    own = visible_houses(g.user)
+    if own is None:
+        return jsonify(houses=queries.houses(cassandra(), limit))
+    found = [queries.house(cassandra(), house_id) for house_id in sorted(own)[:limit]]
+    return jsonify(houses=[h for h in found if h is not None])
 
 
 @bp.get("/overview")
@@ -233,15 +239,21 @@ def zip_day():
 
 @bp.get("/alerts")
 def alerts():
-    """Live alerts from RethinkDB, newest first: ?house_id=, ?state=open|closed, ?limit= up to 500."""
+    """Live alerts from RethinkDB, newest first: ?house_id=, ?state=open|closed, ?limit= up to 500;
+    without ?house_id=, of every house the user sees."""
     limit = params.integer("limit", request.args.get("limit"), 50, 1, 500)
     state = request.args.get("state")
     if state not in (None, "open", "closed"):
         raise BadParameter("state must be open or closed")
     house_id = request.args.get("house_id")
     conn = get_rethinkdb()
+    own = visible_houses(g.user)
     if house_id is not None:
         found = alerts_for_house(conn, params.name("house_id", house_id), limit)
+        if state:
+            found = [a for a in found if a.get("state") == state]
+    elif own is not None:
+        found = alerts_for_houses(conn, sorted(own)[:current_app.config["HOUSE_LIMIT"]], limit)
         if state:
             found = [a for a in found if a.get("state") == state]
     elif state == "open":

@@ -5,7 +5,7 @@ import logging
 
 from cassandra import DriverException, RequestExecutionException
 from cassandra.cluster import NoHostAvailable
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, jsonify, make_response, render_template, request
 from rethinkdb.errors import ReqlDriverError, ReqlError
 from werkzeug.exceptions import HTTPException
 
@@ -38,7 +38,11 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return _respond(exc.code or 500, exc.description or exc.name)
+        response = make_response(_respond(exc.code or 500, exc.description or exc.name))
+        for name, value in exc.get_headers():  # WWW-Authenticate, Retry-After, Allow
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(NoHostAvailable)
     @app.errorhandler(cql.Unavailable)

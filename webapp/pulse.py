@@ -48,7 +48,7 @@ EPOCH = dt.date(1970, 1, 1)
 MAX_STAMP_MS = (dt.date.max - EPOCH).days * DAY_MS + DAY_MS - 1  # 9999-12-31 23:59:59.999
 CORS_HEADERS = {
     "Access-Control-Allow-Methods": "GET",
-    "Access-Control-Allow-Headers": "origin, x-requested-with, accept",
+    "Access-Control-Allow-Headers": "origin, x-requested-with, accept, authorization",  # + Bearer tokens
     "Access-Control-Max-Age": "60",
 }
 

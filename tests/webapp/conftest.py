@@ -1,7 +1,8 @@
 """Fixtures of the web tests, as in Flask's tutorial: app, client, runner.
 
 Each test inserts its own rows (under a house id of its own) into the smw_test
-keyspace and RethinkDB database."""
+keyspace and RethinkDB database. `client` acts for a fresh admin through an API token;
+`make_user` makes other users (households, with passwords) and `anonymous` has no credentials."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,22 +12,69 @@ import uuid
 import pytest
 
 from smw import rethink
-from webapp import create_app, shutdown
+from webapp import accounts, create_app, shutdown
 from webapp.alert_store import normalise
 
 D1, D2 = dt.date(2024, 3, 1), dt.date(2024, 3, 2)
+TEST_SECRET_KEY = uuid.uuid4().hex * 2
 
 
 @pytest.fixture
 def app(settings, cassandra_session, rethinkdb_ready):
-    app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "BLIP_MAX_WAIT_S": 0.6, "BLIP_KEEPALIVE_S": 0.1,
-                      "SSE_HEARTBEAT_S": 0.5})
+    app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "SECRET_KEY": TEST_SECRET_KEY,
+                      "BLIP_MAX_WAIT_S": 0.6, "BLIP_KEEPALIVE_S": 0.1, "SSE_HEARTBEAT_S": 0.5})
     yield app
     shutdown(app)
 
 
+def create_user(store, role: str = "household", houses=(), password: str | None = None,
+                email: str | None = None) -> tuple[accounts.User, str]:
+    """A user with a fresh name and an API token: (user, token)."""
+    name = f"{role}-{uuid.uuid4().hex[:8]}"
+    hashed = accounts.hash_password(password) if password else None
+    assert accounts.create_user(store, name, role, frozenset(houses), email, hashed)
+    return accounts.get_user(store, name), accounts.new_token(store, name, "tests")
+
+
 @pytest.fixture
-def client(app):
+def make_user(app):
+    """make_user(role="household", houses=(), password=None) -> (User, token); deleted afterwards."""
+    store = app.extensions["smw_cassandra"]
+    made = []
+
+    def make(role: str = "household", houses=(), password: str | None = None, email: str | None = None):
+        user, token = create_user(store, role, houses, password, email)
+        made.append(user.username)
+        return user, token
+    yield make
+    for name in made:
+        accounts.delete_user(store, name)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def admin_client(app):
+    """A test client of `app` acting for a fresh admin (an API token on every request)."""
+    _user, token = create_user(app.extensions["smw_cassandra"], "admin")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+@pytest.fixture
+def client(app, make_user):
+    """A test client acting for a fresh admin (an API token on every request)."""
+    _user, token = make_user("admin")
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+@pytest.fixture
+def anonymous(app):
+    """A test client without credentials."""
     return app.test_client()
 
 

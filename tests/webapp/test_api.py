@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tests.webapp.conftest import D1, utc
-from webapp import create_app, shutdown
+from tests.webapp.conftest import D1, bearer, utc
+from webapp import auth, create_app, shutdown
 
 pytestmark = pytest.mark.integration
 
@@ -131,10 +131,11 @@ def test_thresholds_tell_the_usual_power_normal_peak_and_usual_run(client, cassa
     assert f"keyspace {settings.cassandra_keyspace} · alerts {settings.rethinkdb_db}" in html
 
 
-def test_errors_are_json_for_the_api_and_html_for_pages_without_traces(client, app):
+def test_errors_are_json_for_the_api_and_html_for_pages_without_traces(client, app, monkeypatch):
     @app.get("/api/boom")
     def boom():
         raise RuntimeError("secret internals")
+    monkeypatch.setitem(auth.POLICIES, "boom", auth.signed_in)
     response = client.get("/api/boom")
     assert response.status_code == 500 and response.get_json() == {"error": "internal error", "status": 500}
     page = client.get("/houses/<script>")
@@ -146,7 +147,9 @@ def test_cassandra_down_is_a_503_not_a_500(settings):
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings.replace(cassandra_hosts="127.0.0.1",
                                                                         cassandra_port="1")})
     try:
-        response = app.test_client().get("/api/houses/h1/daily?from=2024-03-01&to=2024-03-02")
+        # the token cannot be checked either: 503, not 401 or 500
+        response = app.test_client().get("/api/houses/h1/daily?from=2024-03-01&to=2024-03-02",
+                                         headers=bearer("any-token"))
         assert response.status_code == 503 and "not answering" in response.get_json()["error"]
     finally:
         shutdown(app)

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from tests.webapp.conftest import D1
+from tests.webapp.conftest import D1, admin_client
 from webapp import create_app, shutdown
 from webapp.cache import ResponseCache
 
@@ -55,7 +55,7 @@ def app_with_ttl(settings, cassandra_session, rethinkdb_ready):
     def make(ttl_s):
         app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "DAILY_CACHE_TTL_S": ttl_s})
         apps.append(app)
-        return app.test_client()
+        return admin_client(app)
 
     yield make
     for app in apps:

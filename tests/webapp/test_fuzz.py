@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.webapp.conftest import admin_client
 from webapp import create_app, shutdown
 
 pytestmark = pytest.mark.integration
@@ -44,10 +45,10 @@ def date_noise(rng: random.Random) -> str:
 @pytest.fixture
 def fuzz_client(settings, cassandra_session, rethinkdb_ready):
     """The app with a default pulse meter (so the single-meter routes reach their views) and
-    long polls that give up at once."""
+    long polls that give up at once, asked by an admin (so every request reaches its view)."""
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "PULSE_DEFAULT_METER": "fuzz-1",
                       "BLIP_MAX_WAIT_S": 0.01, "BLIP_KEEPALIVE_S": 0.01})
-    yield app.test_client()
+    yield admin_client(app)
     shutdown(app)
 
 

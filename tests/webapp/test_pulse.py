@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from tests.webapp.conftest import admin_client
+
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +189,7 @@ def test_routes_under_a_prefix(settings, cassandra_session, rethinkdb_ready, pul
     store([[1_600_000_000_000, 1000]])
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "PULSE_URL_PREFIX": "/ajax/"})
     try:
-        client = app.test_client()
+        client = admin_client(app)
         assert client.get(f"/ajax/last/{meter_id}").get_json() == [1_600_000_000_000, 1000]
         assert client.get(f"/last/{meter_id}").status_code == 404
     finally:

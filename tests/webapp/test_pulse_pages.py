@@ -1,7 +1,9 @@
 """Headless Chromium on a page that speaks to the pulse-meter API as the original pages do.
 
 The page (tests/webapp/pages/pulse_pages.html) is served from another origin, as pages
-of the original deployments often were, so every request goes through CORS."""
+of the original deployments often were, so every request goes through CORS. Like those pages,
+it sends no credentials: the meter is opened to anonymous reads (`flask --app webapp users
+open-meter`), as a deployment serving such pages does."""
 import functools
 import http.server
 import threading
@@ -12,6 +14,8 @@ import pytest
 
 from tools.browser import chromium_driver
 from tools.server import ServerProcess, free_port
+from webapp import accounts
+from webapp.db import CassandraStore
 
 pytestmark = pytest.mark.integration
 
@@ -31,14 +35,25 @@ def page_origin():
     server.server_close()
 
 
+@pytest.fixture
+def opened(settings, pulse_meter):
+    """The pulse meter, open to anonymous reads from this machine."""
+    meter_id, store = pulse_meter
+    cassandra = CassandraStore(settings)
+    accounts.open_meter(cassandra, meter_id, accounts.networks(["127.0.0.1/32"]))
+    yield meter_id, store
+    accounts.close_meter(cassandra, meter_id)
+    cassandra.shutdown()
+
+
 def state(driver) -> dict:
     return driver.execute_script("return window.pulsePage")
 
 
-def test_original_pages_requests_all_succeed_and_blip_survives_a_quiet_period(settings, pulse_meter, page_origin):
+def test_original_pages_requests_all_succeed_and_blip_survives_a_quiet_period(settings, opened, page_origin):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    meter_id, store = pulse_meter
+    meter_id, store = opened
     now_ms = int(time.time() * 1000)
     # three hours of blinks every 3 s (two pages of /since), and one a week over the year
     store([[now_ms - 3 * 3_600_000 + 3000 * i, 3000] for i in range(3600)] +

@@ -8,7 +8,7 @@ import pytest
 from smw import config
 from tools import server as server_module
 from tools.browser import descendants, still_running
-from tools.server import ServerError, ServerProcess
+from tools.server import ServerError, ServerProcess, make_user
 
 pytestmark = pytest.mark.integration
 
@@ -18,10 +18,10 @@ def test_settings_round_trip_through_the_environment():
     assert config.load(settings.environ(), dotenv=None) == settings
 
 
-def get(server, path):
+def get(server, path, token=None):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token else {})
         response = conn.getresponse()
         return response.status, response.read()
     finally:
@@ -29,14 +29,16 @@ def get(server, path):
 
 
 def test_child_server_uses_settings_and_web_options_and_stops(settings, rethinkdb_ready, cassandra_session, house_id):
+    _name, token = make_user(settings, "household", [house_id])
     with ServerProcess(settings, {"MAX_RANGE_DAYS": 3, "SSE_HEARTBEAT_S": 60}, stop_timeout_s=5) as server:
         process = server.process
-        status, body = get(server, f"/api/houses/{house_id}")  # the test keyspace: the house exists
+        status, body = get(server, f"/api/houses/{house_id}", token)  # the test keyspace: the house exists
         assert status == 200 and json.loads(body)["house_id"] == house_id
-        status, body = get(server, f"/api/houses/{house_id}/daily?from=2024-01-01&to=2024-01-04")
+        assert get(server, f"/api/houses/{house_id}")[0] == 401  # auth is on by default
+        status, body = get(server, f"/api/houses/{house_id}/daily?from=2024-01-01&to=2024-01-04", token)
         assert status == 400 and "3 days" in json.loads(body)["error"]
         stream = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-        stream.request("GET", f"/alerts/stream?house_id={house_id}")
+        stream.request("GET", f"/alerts/stream?house_id={house_id}", headers={"Authorization": f"Bearer {token}"})
         response = stream.getresponse()
         while response.fp.readline() != b": ready\n":
             pass
@@ -59,11 +61,12 @@ def test_a_child_that_dies_is_reported_with_its_log(settings, monkeypatch):
 
 def test_forked_server_processes_share_the_port_and_stop_together(settings, rethinkdb_ready, cassandra_session,
                                                                    house_id):
+    _name, token = make_user(settings, "admin")
     with ServerProcess(settings, processes=2, threads=4) as server:
         children = descendants(server.process.pid)
         assert len(children) == 2
         for _ in range(8):
-            status, body = get(server, f"/api/houses/{house_id}")
+            status, body = get(server, f"/api/houses/{house_id}", token)
             assert status == 200
     assert server.process is None
     assert still_running(children) == []

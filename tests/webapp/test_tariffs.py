@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tests.webapp.conftest import utc
+from tests.webapp.conftest import admin_client, utc
 from webapp import create_app
 from webapp.tariff import Period, Tariff, TariffError, Version, in_force, timeline
 
@@ -193,7 +193,7 @@ def test_house_tariffs_config_is_the_default_for_its_house(settings, cassandra_s
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings,
                       "HOUSE_TARIFFS": {house_days: {"currency": "GBP", "default_rate_per_kwh": 0.3}}})
     try:
-        body = app.test_client().get(f"/api/houses/{house_days}/cost?from=2024-03-01&to=2024-03-01").get_json()
+        body = admin_client(app).get(f"/api/houses/{house_days}/cost?from=2024-03-01&to=2024-03-01").get_json()
     finally:
         shutdown(app)
     assert body["currency"] == "GBP" and body["mains"]["cost"] == pytest.approx(2 * 0.3)

@@ -20,7 +20,9 @@
       else chart.textContent = "No daily energy in this range.";
       const t = daily.totals;
       const rows = daily.appliances.map(name => SMW.row([
-        SMW.link("/appliances/" + encodeURIComponent(name), name), t.by_appliance[name], SMW.pct(t.share_of_mains[name])]));
+        // the cross-house appliance page is for admins
+        document.body.dataset.role === "admin" ? SMW.link("/appliances/" + encodeURIComponent(name), name) : name,
+        t.by_appliance[name], SMW.pct(t.share_of_mains[name])]));
       rows.push(SMW.row(["untracked", t.untracked_kwh, SMW.pct(t.untracked_share)]));
       rows.push(SMW.row(["mains", t.mains_kwh, SMW.pct(t.mains_kwh > 0 ? 1 : null)]));
       SMW.fill(document.getElementById("shares"), rows, "No data.", 3);
