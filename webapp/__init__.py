@@ -78,7 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.config.setdefault("SMW_SETTINGS", config.load())
 
-    from webapp import accounts, alerts, api, auth, db, errors, pages, pulse
+    from webapp import accounts, alerts, api, auth, db, errors, notify_views, pages, pulse
     from webapp.cache import ResponseCache
 
     db.init_app(app)
@@ -90,6 +90,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(alerts.bp)
+    app.register_blueprint(notify_views.bp)
     pulse.init_app(app)
     return app
 
