@@ -178,15 +178,7 @@ class EventStore(ABC):
             if down is None:
                 break
             failures += 1
-            message = f"Cassandra did not take the {self.kind} rows ({type(down).__name__}: {one_line(down)})"
-            if self.once:
-                raise CassandraDown(message + "; nothing committed: a rerun starts again from the last commit")
-            if failures == 1:
-                log.error("%s; writing them again with backoff, nothing committed meanwhile "
-                          "(further failures logged at debug)", message)
-            else:
-                log.debug("%s (attempt %d)", message, failures)
-            if self.stop.wait(backoff_s):
+            if not self.back_off(down, "rows", failures, backoff_s):
                 return False
             backoff_s = min(backoff_s * 2, self.max_backoff_s)
         if failures:
@@ -199,6 +191,36 @@ class EventStore(ABC):
         self.counts.stored += len(kept)
         self.counts.unchanged += len(items) - len(with_rows)
         return True
+
+    def back_off(self, error: BaseException, what: str, failures: int, backoff_s: float) -> bool:
+        """After a failed write: log it (loudly the first time), wait backoff_s; False when stopped
+        meanwhile. A --once run raises CassandraDown instead."""
+        message = f"Cassandra did not take the {self.kind} {what} ({type(error).__name__}: {one_line(error)})"
+        if self.once:
+            raise CassandraDown(message + "; nothing committed: a rerun starts again from the last commit")
+        if failures == 1:
+            log.error("%s; writing them again with backoff, nothing committed meanwhile "
+                      "(further failures logged at debug)", message)
+        else:
+            log.debug("%s (attempt %d)", message, failures)
+        return not self.stop.wait(backoff_s)
+
+    def retry(self, action, what: str) -> bool:
+        """Run a write action until it succeeds (True), backing off between failures; False when
+        stopped first."""
+        failures, backoff_s = 0, 1.0
+        while True:
+            try:
+                action()
+            except Exception as exc:  # Cassandra not answering, or a schema missing: retried
+                failures += 1
+                if not self.back_off(exc, what, failures, backoff_s):
+                    return False
+                backoff_s = min(backoff_s * 2, self.max_backoff_s)
+                continue
+            if failures:
+                log.info("Cassandra takes the %s %s again after %d failed attempt(s)", self.kind, what, failures)
+            return True
 
     def quarantine(self, record, reason: str) -> None:
         """Count, log and append a bad record to the quarantine file."""

@@ -41,6 +41,7 @@ MINUTELY_SPAN_MS = MINUTELY_ROWS * 60_000
 MAX_BUCKETS = 1000          # /aggregate and /aggregate_hourly c
 RAW_COUNT_LIMIT = 50000     # /aggregate counts raw stamps up to this many, else asks Cassandra per bucket
 MAX_DAYS_SCANNED = 400      # day partitions one request may visit
+MAX_DAYS_HOURLY = 3700      # /hourly reads a partition per month: ten years of days with data
 METER_ID_LENGTH = 76        # `<house>-<meter>`: a house id of up to 64 characters, a meter number
 HOUR_MS = 3600 * 1000
 DAY_MS = 86400 * 1000
@@ -88,11 +89,12 @@ def days_asc(store: CassandraStore, meter_id: str, first: dt.date, last: dt.date
     return [_date(r.day) for r in rows]
 
 
-def days_within(store: CassandraStore, meter_id: str, first_ms: int, last_ms: int, what: str) -> list[dt.date]:
-    """The days with data between two stamps; 400 when they are more than one request may visit."""
-    days = days_asc(store, meter_id, day_of_ms(first_ms), day_of_ms(last_ms), MAX_DAYS_SCANNED + 1)
-    if len(days) > MAX_DAYS_SCANNED:
-        raise BadParameter(f"the range holds data on more than {MAX_DAYS_SCANNED} days; {what}")
+def days_within(store: CassandraStore, meter_id: str, first_ms: int, last_ms: int, what: str,
+                limit: int = MAX_DAYS_SCANNED) -> list[dt.date]:
+    """The days with data between two stamps; 400 when they are more than `limit`."""
+    days = days_asc(store, meter_id, day_of_ms(first_ms), day_of_ms(last_ms), limit + 1)
+    if len(days) > limit:
+        raise BadParameter(f"the range holds data on more than {limit} days; {what}")
     return days
 
 
@@ -288,25 +290,23 @@ def server_side_counts(store, meter_id, days, start_ms, bucket_ms, buckets, end_
 
 def hours_with_data(store: CassandraStore, meter_id: str, first_ms: int, last_ms: int) -> list[list]:
     """[hour_start_ms, blinks, mean_watts, min_ms, max_ms] for each UTC hour starting in first..last
-    that holds blinks; mean_watts = 3.6e9 * blinks / (K * sum of ms), the original's `wh`."""
+    that holds blinks (from pulse_hours, one partition per month with data); mean_watts =
+    3.6e9 * blinks / (K * sum of ms), the original's `wh`."""
     first_hour = first_ms - first_ms % HOUR_MS
-    starts = []
-    for day in days_within(store, meter_id, first_hour, last_ms, "ask for a shorter span"):
-        day_ms = day_start_ms(day)
-        starts.extend(s for s in range(day_ms, day_ms + DAY_MS, HOUR_MS) if first_hour <= s <= last_ms)
+    days = days_within(store, meter_id, first_hour, last_ms, "ask for a shorter span", MAX_DAYS_HOURLY)
+    months = sorted({day.replace(day=1) for day in days})
     results = store.many(
-        "SELECT count(*) AS blinks, sum(ms) AS sum_ms, min(ms) AS min_ms, max(ms) AS max_ms FROM pulse_points "
-        "WHERE meter_id = ? AND day = ? AND stamp_ms >= ? AND stamp_ms < ?",
-        [(meter_id, day_of_ms(s), s, s + HOUR_MS) for s in starts], concurrency=64,
+        "SELECT hour_ms, blinks, sum_ms, min_ms, max_ms FROM pulse_hours WHERE meter_id = ? AND month = ? "
+        "AND hour_ms >= ? AND hour_ms <= ?",
+        [(meter_id, month, first_hour, last_ms) for month in months],
     )
+    return [figure(row.hour_ms, row) for rows in results for row in rows if row.blinks]
+
+
+def figure(start_ms: int, row) -> list:
+    """A minute's or hour's answer row: [start_ms, blinks, mean_watts, min_ms, max_ms]."""
     impulses_per_kwh = float(current_app.config["PULSE_IMPULSES_PER_KWH"])
-    answer = []
-    for start, rows in zip(starts, results):
-        row = rows[0]
-        if row.blinks:
-            answer.append([start, row.blinks, mean_watts(row.blinks, row.sum_ms, impulses_per_kwh),
-                           row.min_ms, row.max_ms])
-    return answer
+    return [start_ms, row.blinks, mean_watts(row.blinks, row.sum_ms, impulses_per_kwh), row.min_ms, row.max_ms]
 
 
 def mean_watts(blinks: int, sum_ms: int, impulses_per_kwh: float) -> float | None:
@@ -322,30 +322,17 @@ def hourly(meter_id, first_ms, last_ms):
 
 @span_route("/minutely/<meter_id>/<from_ms>/<to_ms>")
 def minutely(meter_id, first_ms, last_ms):
-    """Per UTC minute from..to, as /hourly: the first 100,000 minutes of the span at most."""
+    """Per UTC minute from..to, as /hourly (from pulse_minutes): the first 100,000 minutes of the span."""
     first_minute = first_ms - first_ms % 60_000
     last_ms = min(last_ms, first_minute + MINUTELY_SPAN_MS - 1)
     store = cassandra()
     days = days_within(store, meter_id, first_minute, last_ms, "ask for a shorter span")
     results = store.many(
-        "SELECT stamp_ms, ms FROM pulse_points WHERE meter_id = ? AND day = ? AND stamp_ms >= ? AND stamp_ms <= ?",
+        "SELECT minute_ms, blinks, sum_ms, min_ms, max_ms FROM pulse_minutes WHERE meter_id = ? AND day = ? "
+        "AND minute_ms >= ? AND minute_ms <= ?",
         [(meter_id, day, first_minute, last_ms) for day in days],
     )
-    minutes: dict[int, list[int]] = {}
-    for rows in results:
-        for row in rows:
-            start = row.stamp_ms - row.stamp_ms % 60_000
-            found = minutes.get(start)
-            if found is None:
-                minutes[start] = [1, row.ms, row.ms, row.ms]
-            else:
-                found[0] += 1
-                found[1] += row.ms
-                found[2] = min(found[2], row.ms)
-                found[3] = max(found[3], row.ms)
-    impulses_per_kwh = float(current_app.config["PULSE_IMPULSES_PER_KWH"])
-    return [[start, n, mean_watts(n, sum_ms, impulses_per_kwh), low, high]
-            for start, (n, sum_ms, low, high) in sorted(minutes.items())]
+    return [figure(row.minute_ms, row) for rows in results for row in rows if row.blinks]
 
 
 @route("/aggregate_hourly/<meter_id>/<t>/<m>/<c>")

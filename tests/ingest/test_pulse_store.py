@@ -1,6 +1,7 @@
 """Pulse events from the serial ingester to Cassandra pulse_points, read back by the pulse-meter API."""
 import datetime as dt
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from ingest import pulse_store
 from ingest.devices import Event
 from ingest.devices.pulse import PulseMeter
 from ingest.serial import SerialIngester, event_message
+from smw import config
 
 
 def test_pulse_event_becomes_a_point_in_its_utc_day():
@@ -54,7 +56,7 @@ def test_serial_pulse_blinks_are_also_pulse_events():
 def test_store_writes_points_that_the_pulse_api_serves(kafka_ready, topic, cassandra_session, tmp_path):
     from kafka import KafkaProducer
 
-    from webapp import create_app
+    from webapp import accounts, create_app
 
     settings = kafka_ready.replace(kafka_events_topic=topic, cassandra_keyspace=cassandra_session.keyspace)
     house = f"hp{uuid.uuid4().hex[:8]}"
@@ -72,9 +74,17 @@ def test_store_writes_points_that_the_pulse_api_serves(kafka_ready, topic, cassa
     counts = store.run(once=True, poll_ms=300)
     assert (counts.stored, counts.skipped, counts.quarantined) == (3, 1, 1)
     assert json.loads((tmp_path / "q.jsonl").read_text())["reason"] == "not JSON"
+    minute = int(t0 * 1000) - int(t0 * 1000) % 60_000
+    assert figures(cassandra_session, "pulse_minutes", "day", f"{house}-1", dt.date(2023, 11, 14), "minute_ms") == [
+        (minute, 3, 6600, 1200, 3600)]
 
-    client = create_app({"TESTING": True, "SMW_SETTINGS": settings}).test_client()
-    response = client.get(f"/since/{house}-1/{int(t0 * 1000) - 1}")
+    app = create_app({"TESTING": True, "SMW_SETTINGS": settings})
+    name = f"household-{uuid.uuid4().hex[:8]}"  # the house's household reads its meter with an API token
+    store = app.extensions["smw_cassandra"]
+    assert accounts.create_user(store, name, "household", frozenset({house}), None, None)
+    token = accounts.new_token(store, name, "tests")
+    response = app.test_client().get(f"/since/{house}-1/{int(t0 * 1000) - 1}",
+                                     headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
     assert response.get_json() == [[int(t0 * 1000) + 1000 * i, ms] for i, ms in enumerate([3600, 1800, 1200])]
 
@@ -277,3 +287,43 @@ def test_a_once_run_cassandra_stops_taking_ends_in_one_line_commits_nothing(kafk
     assert not quarantine.exists()
     again = pulse_store.PulseStore(settings, group, quarantine).run(once=True, poll_ms=300)
     assert again.stored == 1  # not committed: the next run writes it
+
+
+def figures(session, table, key_column, meter_id, partition, start_column):
+    rows = session.execute(f"SELECT {start_column}, blinks, sum_ms, min_ms, max_ms FROM {table} "
+                           f"WHERE meter_id = %s AND {key_column} = %s", (meter_id, partition))
+    return [tuple(row) for row in rows]
+
+
+@pytest.mark.integration
+def test_minute_and_hour_figures_stay_exact_under_late_and_repeated_points(cassandra_session):
+    meter = f"r{uuid.uuid4().hex[:8]}-1"
+    hour = 1_700_002_800_000  # 2023-11-14 23:00 UTC: its minutes are in the day of 2023-11-14
+    first = [(meter, hour + 1_000, 1000), (meter, hour + 2_000, 1500), (meter, hour + 61_000, 4000)]
+    pulse_store.store_points(cassandra_session, first)
+    late = [(meter, hour + 30_000, 500), (meter, hour + 2_000, 1500)]  # a late blink and a redelivered one
+    pulse_store.store_points(cassandra_session, late)
+    day, month = dt.date(2023, 11, 14), dt.date(2023, 11, 1)
+    assert figures(cassandra_session, "pulse_minutes", "day", meter, day, "minute_ms") == [
+        (hour, 3, 3000, 500, 1500), (hour + 60_000, 1, 4000, 4000, 4000)]
+    assert figures(cassandra_session, "pulse_hours", "month", meter, month, "hour_ms") == [
+        (hour, 4, 7000, 500, 4000)]
+
+
+@pytest.mark.integration
+def test_rebuild_recomputes_the_figures_of_points_written_without_them(cassandra_session, settings):
+    meter = f"r{uuid.uuid4().hex[:8]}-1"
+    start = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
+    insert = cassandra_session.prepare(pulse_store.INSERT_POINT)
+    for i in range(5):
+        cassandra_session.execute(insert, (meter, dt.date(2023, 11, 14), start + 20_000 * i, 1000 + i))
+    cassandra_session.execute(cassandra_session.prepare(pulse_store.INSERT_DAY), (meter, dt.date(2023, 11, 14)))
+    result = subprocess.run([sys.executable, "-m", "ingest.pulse_store", "--rebuild-rollups", "--meter", meter,
+                             "--cassandra-keyspace", cassandra_session.keyspace], cwd=config.ROOT,
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ) | settings.environ())
+    assert result.returncode == 0, result.stderr
+    assert "1 meter-days from 5 points" in result.stdout
+    assert figures(cassandra_session, "pulse_minutes", "day", meter, dt.date(2023, 11, 14), "minute_ms") == [
+        (start, 3, 3003, 1000, 1002), (start + 60_000, 2, 2007, 1003, 1004)]
+    assert figures(cassandra_session, "pulse_hours", "month", meter, dt.date(2023, 11, 1), "hour_ms") == [
+        (start, 5, 5010, 1000, 1004)]

@@ -139,19 +139,12 @@ def house_days(cassandra_session, house_id):
 
 @pytest.fixture
 def pulse_meter(cassandra_session):
-    """A meter id and a function that stores points [stamp_ms, ms] as the pulse ingest does."""
-    from cassandra.concurrent import execute_concurrent_with_args
-    from webapp.pulse import day_of_ms
+    """A meter id and a function that stores points [stamp_ms, ms] as the pulse ingest does
+    (points, days, minute and hour figures)."""
+    from ingest.pulse_store import store_points
 
     meter_id = f"m{uuid.uuid4().hex[:8]}"
-    insert = cassandra_session.prepare("INSERT INTO pulse_points (meter_id, day, stamp_ms, ms) VALUES (?, ?, ?, ?)")
-    insert_day = cassandra_session.prepare("INSERT INTO pulse_days (meter_id, day) VALUES (?, ?)")
 
     def store(points):
-        # concurrently: each write waits for the commit-log sync window
-        execute_concurrent_with_args(cassandra_session, insert,
-                                     [(meter_id, day_of_ms(stamp_ms), stamp_ms, ms) for stamp_ms, ms in points],
-                                     concurrency=100)
-        for day in {day_of_ms(stamp_ms) for stamp_ms, _ms in points}:
-            cassandra_session.execute(insert_day, (meter_id, day))
+        store_points(cassandra_session, [(meter_id, stamp_ms, ms) for stamp_ms, ms in points])
     return meter_id, store
