@@ -224,16 +224,18 @@ def house_alerts(house_id):
 
 @bp.get("/appliances/<appliance>")
 def appliance_day(appliance):
-    """One appliance's daily kWh across houses on ?day= (default yesterday, UTC)."""
+    """One appliance's daily kWh across houses on ?day= (default: the newest complete day with data)."""
     params.name("appliance", appliance)
-    day = params.day("day", request.args.get("day"), now_utc().date() - dt.timedelta(days=1))
+    day = params.day("day", request.args.get("day")) if request.args.get("day") else \
+        queries.default_appliance_day(cassandra(), appliance, now_utc())
     return jsonify(queries.appliance_day(cassandra(), appliance, day, current_app.config["HOUSE_LIMIT"]))
 
 
 @bp.get("/zips")
 def zip_day():
-    """Daily kWh per zip code on ?day= (default yesterday, UTC)."""
-    day = params.day("day", request.args.get("day"), now_utc().date() - dt.timedelta(days=1))
+    """Daily kWh per zip code on ?day= (default: the newest complete day with data)."""
+    day = params.day("day", request.args.get("day")) if request.args.get("day") else \
+        queries.default_zip_day(cassandra(), now_utc())
     return jsonify(queries.zip_day(cassandra(), day, 100000))
 
 

@@ -174,6 +174,12 @@ def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.da
         })
     mains_kwh = sum(d["mains_kwh"] for d in days_out if d["mains_kwh"] is not None)
     untracked_kwh = sum(d["untracked_kwh"] for d in days_out if d["untracked_kwh"] is not None)
+    # A share compares like with like: an appliance's energy on the days that have a mains total.
+    with_mains: dict[str, float] = defaultdict(float)
+    for d in days_out:
+        if d["mains_kwh"] is not None:
+            for name, kwh in d["appliances"].items():
+                with_mains[name] += kwh
     ordered = sorted(by_appliance, key=lambda k: -by_appliance[k])
     return {
         "house_id": house_id, "from": start.isoformat(), "to": end.isoformat(),
@@ -185,7 +191,7 @@ def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.da
             "by_appliance": {k: round(by_appliance[k], 6) for k in ordered},
             # share of mains over the days that have a mains total
             "share_of_mains": {
-                k: (round(by_appliance[k] / mains_kwh, 4) if mains_kwh > 0 else None) for k in ordered
+                k: (round(with_mains[k] / mains_kwh, 4) if mains_kwh > 0 else None) for k in ordered
             },
             "untracked_share": round(untracked_kwh / mains_kwh, 4) if mains_kwh > 0 else None,
         },
@@ -398,6 +404,35 @@ def quantile(sorted_values: list[float], q: float) -> float:
         return sorted_values[0]
     return statistics.quantiles(sorted_values, n=100, method="inclusive")[round(q * 100) - 1] \
         if 0 < q < 1 else (sorted_values[0] if q == 0 else sorted_values[-1])
+
+
+DEFAULT_DAY_LOOKBACK = 7  # days before the newest possible one that a page without ?day= looks at
+
+
+def newest_complete_day(now: dt.datetime) -> dt.date:
+    """The newest day that has ended for every house: yesterday where the date is earliest (UTC-12)."""
+    return (now - dt.timedelta(hours=12)).date() - dt.timedelta(days=1)
+
+
+def latest_day_with_rows(store: CassandraStore, statement: str, key: tuple, now: dt.datetime) -> dt.date:
+    """The newest of the last DEFAULT_DAY_LOOKBACK complete days whose partition (key + (day,)) has a
+    row: the nightly batch writes a house-local day once it has ended, so "yesterday in UTC" can still
+    be empty on a US evening. The newest complete day when none has."""
+    newest = newest_complete_day(now)
+    days = [newest - dt.timedelta(days=i) for i in range(DEFAULT_DAY_LOOKBACK)]
+    for day, rows in zip(days, store.many(statement, [key + (day,) for day in days])):
+        if rows:
+            return day
+    return newest
+
+
+def default_appliance_day(store: CassandraStore, appliance: str, now: dt.datetime) -> dt.date:
+    return latest_day_with_rows(store, "SELECT house_id FROM daily_energy_by_appliance WHERE appliance = ? "
+                                "AND day = ? LIMIT 1", (appliance,), now)
+
+
+def default_zip_day(store: CassandraStore, now: dt.datetime) -> dt.date:
+    return latest_day_with_rows(store, "SELECT zip FROM daily_energy_by_zip WHERE day = ? LIMIT 1", (), now)
 
 
 def appliance_day(store: CassandraStore, appliance: str, day: dt.date, limit: int) -> dict:
