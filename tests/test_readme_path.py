@@ -1,7 +1,8 @@
 """The README's "pipeline, step by step" works as written: its commands, read from the
 README itself and run at a small scale in a namespace of their own, take generated houses
 through Kafka, the raw zone and the nightly job, and the alert job then raises live alerts
-on the user's own data, which the web app serves."""
+on the user's own data, which the web app serves to the admin the README creates, signed in
+with the password the command printed."""
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 
 from smw import config, rethink
 from smw.alert import RETHINKDB_TABLE
+from tools.server import sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +70,7 @@ def test_the_step_by_step_section_runs_and_raises_live_alerts(settings, kafka_re
         commands.append(command.replace("var/gen", str(tmp_path / "gen")))
     assert [c.split()[:2] for c in commands] == [
         [".venv/bin/python", "-m"], ["make", "houses"], ["make", "replay"], ["make", "land-once"],
-        ["make", "batch"], ["make", "stream"], ["make", "web"], ["make", "replay"]]
+        ["make", "batch"], ["make", "stream"], [".venv/bin/flask", "--app"], ["make", "web"], ["make", "replay"]]
     namespace = f"smw_readme_{uuid.uuid4().hex[:6]}"
     port = free_port()
     env = {**os.environ, "KAFKA_TOPIC": f"readme-{namespace}", "CASSANDRA_KEYSPACE": namespace,
@@ -88,9 +90,13 @@ def test_the_step_by_step_section_runs_and_raises_live_alerts(settings, kafka_re
         deadline = time.monotonic() + 180
         while " started (id " not in (tmp_path / "stream.log").read_text() and time.monotonic() < deadline:
             time.sleep(1)
-        running["web"] = background(commands[6], env, logs["web"])
+        made = subprocess.run(commands[6], shell=True, cwd=config.ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert made.returncode == 0, f"{commands[6]}\n{made.stdout}\n{made.stderr}"
+        password = re.search(r"password \(shown once\): (\S+)", made.stdout).group(1)
+        running["web"] = background(commands[7], env, logs["web"])
         started = time.time()
-        running["live"] = background(commands[7], env, logs["live"])
+        running["live"] = background(commands[8], env, logs["live"])
         found = []
         with rethink.connection(own) as conn:
             while not found and time.monotonic() < deadline + 240:
@@ -98,7 +104,9 @@ def test_the_step_by_step_section_runs_and_raises_live_alerts(settings, kafka_re
                              .filter(rethink.r.row["start_ts_s"] >= started - 120).run(conn))
                 time.sleep(2)
         assert found, (tmp_path / "stream.log").read_text()[-3000:]
-        houses = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/houses", timeout=30))
+        cookie = sign_in(f"http://127.0.0.1:{port}", "admin", password)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/houses", headers={"Cookie": cookie})
+        houses = json.load(urllib.request.urlopen(request, timeout=30))
         assert len(houses["houses"]) == HOUSES
     finally:
         for process in running.values():

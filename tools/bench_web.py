@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from smw import config, cql, init, rethink
 from smw.alert import RETHINKDB_TABLE
 from tools import sample
-from tools.server import ServerProcess
+from tools.server import ServerProcess, make_user
 
 SPAWN_SLACK_S = 2.0  # time for the client processes to start before their warm-up
 
@@ -46,7 +46,7 @@ def daily_paths(houses: list[str], today: dt.date) -> list[str]:
             for house in houses for start, end in ranges]
 
 
-def client_process(url: str, paths: list[str], threads: int, first: int, start_at: float,
+def client_process(url: str, token: str, paths: list[str], threads: int, first: int, start_at: float,
                    stop_at: float) -> tuple[list[float], int]:
     """Closed-loop keep-alive clients in threads of this process: latencies (s) of the requests
     sent in [start_at, stop_at) of time.monotonic() (system-wide on Linux), and errors."""
@@ -63,7 +63,7 @@ def client_process(url: str, paths: list[str], threads: int, first: int, start_a
                 break
             step += 1
             try:
-                conn.request("GET", paths[step % len(paths)])
+                conn.request("GET", paths[step % len(paths)], headers={"Authorization": f"Bearer {token}"})
                 response = conn.getresponse()
                 response.read()
             except (OSError, http.client.HTTPException):
@@ -85,13 +85,13 @@ def client_process(url: str, paths: list[str], threads: int, first: int, start_a
     return [t for times in latencies for t in times], sum(errors)
 
 
-def api_load(url: str, paths: list[str], clients: int, processes: int, warmup_s: float,
+def api_load(url: str, token: str, paths: list[str], clients: int, processes: int, warmup_s: float,
              seconds: float) -> dict:
     start_at = time.monotonic() + SPAWN_SLACK_S + warmup_s
     stop_at = start_at + seconds
     shares = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(client_process, url, paths, share, sum(shares[:i]), start_at, stop_at)
+        futures = [pool.submit(client_process, url, token, paths, share, sum(shares[:i]), start_at, stop_at)
                    for i, share in enumerate(shares)]
         results = [f.result() for f in futures]
     times = [t for latencies, _ in results for t in latencies]
@@ -100,7 +100,7 @@ def api_load(url: str, paths: list[str], clients: int, processes: int, warmup_s:
             "max": max(times)}
 
 
-def sse_fanout(url: str, settings, subscribers: int) -> list[float]:
+def sse_fanout(url: str, token: str, settings, subscribers: int) -> list[float]:
     parsed = urlparse(url)
     house_id = f"bench-{uuid.uuid4().hex[:6]}"
     alert_id = f"{house_id}-alert"
@@ -110,7 +110,7 @@ def sse_fanout(url: str, settings, subscribers: int) -> list[float]:
 
     def subscriber():
         conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
-        conn.request("GET", f"/alerts/stream?house_id={house_id}")
+        conn.request("GET", f"/alerts/stream?house_id={house_id}", headers={"Authorization": f"Bearer {token}"})
         response = conn.getresponse()
         while b": ready" not in response.fp.readline():
             pass
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         houses = sample.seed(session, settings, houses=4, days=30)
     finally:
         handle.shutdown()
+    _name, token = make_user(settings, "admin", name="bench-admin")  # the clients send its API token
     paths = daily_paths(houses, dt.datetime.now(dt.timezone.utc).date())
     print(f"house daily-kWh API: {args.clients} closed-loop keep-alive clients in {args.client_processes} processes, "
           f"{len(paths)} URLs ({len(houses)} houses x 3 ranges, 8 appliances), {args.seconds:.0f} s measured after "
@@ -167,12 +168,13 @@ def main(argv: list[str] | None = None) -> None:
     for processes in [int(n) for n in args.processes.split(",")]:
         for label, web_config in (("off", {"DAILY_CACHE_TTL_S": 0}), ("on", {})):  # on: the default TTL
             with ServerProcess(settings, web_config, threads=args.threads, processes=processes) as server:
-                found = api_load(server.url, paths, args.clients, args.client_processes, args.warmup_s, args.seconds)
+                found = api_load(server.url, token, paths, args.clients, args.client_processes, args.warmup_s,
+                                 args.seconds)
             print(f"  {processes:>9} {label:<5} {found['requests']:>8} {found['rate']:>7.0f} {found['p50'] * 1000:>7.1f} "
                   f"{found['p95'] * 1000:>7.1f} {found['p99'] * 1000:>7.1f} {found['max'] * 1000:>7.1f} "
                   f"{found['errors']:>6}")
     with ServerProcess(settings, threads=args.subscribers + 16) as server:
-        delays = sse_fanout(server.url, settings, args.subscribers)
+        delays = sse_fanout(server.url, token, settings, args.subscribers)
     print(f"one alert to {args.subscribers} SSE subscribers: delivered to {len(delays)}; "
           f"first {min(delays) * 1000:.0f} ms, median {statistics.median(delays) * 1000:.0f} ms, "
           f"last {max(delays) * 1000:.0f} ms  (goal: all within 1000 ms)")

@@ -15,7 +15,9 @@
    offsets, so history is not alerted on), the web app and the notifier start;
 3. registers the houses and runs the nightly batch over those days (daily kWh,
    rollups, thresholds into Cassandra);
-4. replays today's last `--catch-up-hours` at `--speed` x real time, then goes on in
+4. makes an admin and two household users (each granted some of the houses), with
+   generated passwords and an admin API token in <home>/accounts.json (mode 0600);
+5. replays today's last `--catch-up-hours` at `--speed` x real time, then goes on in
    real time (so the live power graph is live), with injected spikes, and waits for
    the first alert.
 
@@ -28,6 +30,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -39,11 +42,14 @@ from pathlib import Path
 from smw import config
 from smw import spark as spark_builder
 from smw.alert import RETHINKDB_TABLE
+from tools.server import make_user
 from tools.services import PidFileProcess
 
 DEMO_TOPIC = "smw-demo-readings"
 DEMO_NAMESPACE = "smw_demo"
 JOBS = ("land", "alerts", "web", "notify", "live")
+ACCOUNTS_FILE = "accounts.json"
+HOUSES_PER_HOUSEHOLD = 2
 
 
 def demo_today() -> dt.date:
@@ -252,9 +258,36 @@ class Demo:
         self.job("web").start(self.python("webapp", "--port", str(self.args.port)), self.env)
         self.job("notify").start(self.python("webapp.notify"), self.env)
 
-    def live(self) -> dict:
+    def accounts(self) -> dict:
+        """An admin and two households, each granted some of the houses, with generated passwords;
+        written with an admin API token to <home>/accounts.json, readable by this user only."""
+        import pyarrow.parquet as pq
+
+        houses = sorted(pq.read_table(self.home / "history" / "houses.parquet", columns=["house_id"])
+                        .column("house_id").to_pylist())
+        users = [("admin", "admin", [])]
+        for n in (1, 2):
+            share = houses[(n - 1) * HOUSES_PER_HOUSEHOLD:n * HOUSES_PER_HOUSEHOLD] or houses[-1:]
+            users.append((f"household-{n}", "household", share))
+        made = {"url": f"http://127.0.0.1:{self.args.port}/login", "users": []}
+        for name, role, granted in users:
+            password = secrets.token_urlsafe(12)
+            _name, token = make_user(self.settings, role, granted, password=password, name=name)
+            made["users"].append({"username": name, "password": password, "role": role, "houses": granted})
+            if role == "admin":
+                made["admin_api_token"] = token
+        path = self.home / ACCOUNTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(handle, 0o600)  # also when the file was there before
+        with os.fdopen(handle, "w") as out:
+            json.dump(made, out, indent=2)
+        self.say(f"users admin, household-1 and household-2; their passwords are in {path}")
+        return made
+
+    def live(self, token: str) -> dict:
         url = f"http://127.0.0.1:{self.args.port}"
-        self.wait_for("web app", lambda: http_ok(url + "/api/houses"), 60, jobs=("web",))
+        self.wait_for("web app", lambda: http_ok(url + "/api/houses", token), 60, jobs=("web",))
         self.wait_for("alert job", lambda: " started (id " in self.job("alerts").tail(200), 180, jobs=("alerts",))
         started = time.time()
         self.say(f"replaying today's last {self.args.catch_up_hours:g} h at {self.args.speed:g}x, then on in real "
@@ -286,9 +319,10 @@ def landed_rows(settings: config.Settings, counted: dict[Path, int]) -> int:
     return sum(counted.values())
 
 
-def http_ok(url: str) -> bool:
+def http_ok(url: str, token: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
@@ -318,7 +352,8 @@ def start(args: argparse.Namespace) -> int:
         demo.start_landing()
         demo.land_history(readings)
         demo.nightly()
-        alert = demo.live()
+        accounts = demo.accounts()
+        alert = demo.live(accounts["admin_api_token"])
     except (DemoError, OSError) as exc:
         print(f"\ndemo failed: {exc}\n(the jobs started so far keep running; `make demo-stop` stops them)",
               file=sys.stderr)
@@ -332,9 +367,13 @@ def start(args: argparse.Namespace) -> int:
              (f"{url}/zips", "daily totals per zip code")]
     width = max(len(page) for page, _ in pages)
     listing = "\n".join(f"  {page:<{width}}  {what}" for page, what in pages)
+    households = "; ".join(f"{u['username']} sees {', '.join(u['houses'])}" for u in accounts["users"][1:])
     print(f"""
 Smart Meter Watchdog demo is running: {url}
 Its data: Kafka topic {args.topic}, keyspace and alerts database {args.namespace}, folder {demo.home / 'data'}
+
+Sign in at {url}/login as admin (every house) or as a household ({households}).
+Passwords, and an admin API token for scripts: {demo.home / ACCOUNTS_FILE} (readable by you only).
 
 {listing}
 

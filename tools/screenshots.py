@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import time
 from pathlib import Path
 
 from smw import config, cql, init
 from tools import sample
 from tools.browser import chromium_driver
-from tools.server import ServerProcess
+from tools.server import ServerProcess, make_user
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
         houses = sample.seed(session, settings)
     finally:
         handle.shutdown()
+    password = secrets.token_urlsafe(12)
+    admin, _token = make_user(settings, "admin", password=password, name="screenshots")
     pages = {"overview": "/", "house": f"/houses/{houses[0]}", "appliance": "/appliances/refrigerator",
              "zips": "/zips", "alerts": "/alerts", "live_power": f"/houses/{houses[0]}/live"}
     out = Path(args.out)
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     with ServerProcess(settings) as server:
         driver = chromium_driver(1280, 1000)
         try:
+            sign_in(driver, server.url, admin, password)
             for name, path in pages.items():
                 driver.get(server.url + path)
                 time.sleep(2.0)  # charts draw after their API answers
@@ -46,6 +50,18 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"wrote {target}")
         finally:
             driver.quit()
+
+
+def sign_in(driver, url: str, username: str, password: str) -> None:
+    """Sign in through the login form, as a person does."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{url}/login")
+    driver.find_element(By.ID, "username").send_keys(username)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()
+    WebDriverWait(driver, 15).until(lambda d: "/login" not in d.current_url)
 
 
 if __name__ == "__main__":

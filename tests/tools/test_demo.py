@@ -2,8 +2,9 @@
 
 generate -> Kafka -> landing -> nightly batch -> Cassandra equals the DuckDB reference
 computed from the generated history; the live day's injected spikes raise alerts that
-reach RethinkDB and the web app's SSE stream; the dashboard answers with data; `stop`
-leaves none of the demo's processes behind.
+reach RethinkDB and the web app's SSE stream; the dashboard answers with data to the
+demo's admin, and a household signs in with the password the demo wrote; `stop` leaves
+none of the demo's processes behind.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import datetime as dt
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -21,7 +24,8 @@ import pytest
 
 from datasets import generator
 from smw import cql, rethink
-from tools.demo import JOBS, Job, demo_today
+from tools.demo import ACCOUNTS_FILE, JOBS, Job, demo_today
+from tools.server import sign_in
 from smw.init import delete_topic
 
 pytestmark = pytest.mark.integration
@@ -61,8 +65,17 @@ def e2e_settings(settings):
     return settings.replace(cassandra_keyspace=NAMESPACE, rethinkdb_db=NAMESPACE)
 
 
-def get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def accounts_of(demo) -> dict:
+    return json.loads((demo["home"] / ACCOUNTS_FILE).read_text())
+
+
+def get(url: str, token: str | None = None, cookie: str | None = None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {"Cookie": cookie} if cookie else {}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    with response:
         return response.status, response.read()
 
 
@@ -120,7 +133,8 @@ def test_injected_spikes_raise_alerts_in_rethinkdb_and_on_the_sse_stream(demo, e
     alert = matched[0]
     url = f"{demo['url']}/alerts/stream?house_id={alert['house_id']}"
     seen = set()
-    with urllib.request.urlopen(url, timeout=30) as stream:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {accounts_of(demo)['admin_api_token']}"})
+    with urllib.request.urlopen(request, timeout=30) as stream:
         for raw in stream:
             line = raw.decode().strip()
             if line.startswith("data: "):
@@ -132,18 +146,40 @@ def test_injected_spikes_raise_alerts_in_rethinkdb_and_on_the_sse_stream(demo, e
 
 def test_dashboard_pages_answer_with_data(demo):
     assert demo["returncode"] == 0, demo["output"][-3000:]
-    status, body = get(f"{demo['url']}/api/overview")
+    token = accounts_of(demo)["admin_api_token"]
+    assert get(f"{demo['url']}/api/overview")[0] == 401  # nothing without credentials
+    status, body = get(f"{demo['url']}/api/overview", token)
     overview = json.loads(body)
     assert status == 200 and len(overview["houses"]) == HOUSES
     assert all(h["mains_kwh"] and h["mains_kwh"] > 0 for h in overview["houses"])
     house_id = overview["houses"][0]["house_id"]
     first = (demo_today() - dt.timedelta(days=DAYS)).isoformat()
     last = (demo_today() - dt.timedelta(days=1)).isoformat()
-    status, body = get(f"{demo['url']}/api/houses/{house_id}/daily?from={first}&to={last}")
+    status, body = get(f"{demo['url']}/api/houses/{house_id}/daily?from={first}&to={last}", token)
     assert status == 200 and json.loads(body)["days"]
     for path in ("/", f"/houses/{house_id}", "/alerts", "/zips", "/appliances/refrigerator"):
-        status, body = get(demo["url"] + path)
+        status, body = get(demo["url"] + path, token)
         assert status == 200 and b"<html" in body.lower()
+
+
+def test_households_sign_in_with_the_written_passwords_and_see_only_their_houses(demo):
+    assert demo["returncode"] == 0, demo["output"][-3000:]
+    path = demo["home"] / ACCOUNTS_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert f"{demo['url']}/login" in demo["output"] and str(path) in demo["output"]
+    users = {u["username"]: u for u in accounts_of(demo)["users"]}
+    assert users["admin"]["role"] == "admin" and set(users) == {"admin", "household-1", "household-2"}
+    assert users["household-1"]["password"] not in demo["output"]
+    first, second = users["household-1"], users["household-2"]
+    assert first["houses"] and second["houses"] and not set(first["houses"]) & set(second["houses"])
+    cookie = sign_in(demo["url"], first["username"], first["password"])
+    status, body = get(f"{demo['url']}/houses/{first['houses'][0]}", cookie=cookie)
+    assert status == 200 and first["houses"][0].encode() in body
+    assert get(f"{demo['url']}/houses/{second['houses'][0]}", cookie=cookie)[0] == 403
+    assert get(f"{demo['url']}/", cookie=cookie)[0] == 403
+    status, body = get(f"{demo['url']}/api/houses", cookie=cookie)
+    assert [h["house_id"] for h in json.loads(body)["houses"]] == first["houses"]
+    assert sign_in(demo["url"], "admin", users["admin"]["password"])
 
 
 def test_stop_leaves_no_process_behind(demo):
