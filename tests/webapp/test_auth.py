@@ -450,3 +450,16 @@ def test_command_mistakes_are_one_clear_line(runner, args, message):
 def test_every_command_has_help(runner, command):
     result = runner.invoke(args=["users", command, "--help"])
     assert result.exit_code == 0 and "Usage:" in result.output and len(result.output.splitlines()) > 3
+
+
+def test_pages_carry_the_csrf_token_their_scripts_send(world, insert_alert):
+    from tests.webapp.conftest import make_alert
+    client, ours = world["app"].test_client(), world["ours"]
+    name, _token = world["users"]["ours"]
+    assert sign_in(client, name, "pw-" + name).status_code == 302
+    alert = insert_alert(make_alert(ours))
+    page = client.get(f"/alerts?house_id={ours}").get_data(as_text=True)
+    csrf = re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)  # what alerts.js sends
+    assert client.post(f"/api/alerts/{alert['id']}/ack").status_code == 400
+    acked = client.post(f"/api/alerts/{alert['id']}/ack", headers={"X-CSRFToken": csrf})
+    assert acked.status_code == 200 and acked.get_json()["username"] == name
