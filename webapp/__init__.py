@@ -78,7 +78,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.config.setdefault("SMW_SETTINGS", config.load())
 
-    from webapp import accounts, alerts, api, auth, db, errors, notify_views, pages, pulse
+    from webapp import accounts, alerts, api, auth, db, errors, notify_views, pages, pulse, security
     from webapp.cache import ResponseCache
 
     db.init_app(app)
@@ -87,6 +87,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.extensions["smw_daily_cache"] = ResponseCache(app.config["DAILY_CACHE_TTL_S"],
                                                       app.config["DAILY_CACHE_MAX_BYTES"])
     errors.init_app(app)
+    security.init_app(app)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(alerts.bp)

@@ -136,6 +136,7 @@ def seed_house(session, house, tz, days, kwh_of_hour):
 
 @pytest.mark.integration
 def test_emu2_price_frames_change_the_cost_at_the_announced_start(kafka_ready, topic, cassandra_session, tmp_path):
+    from tools.server import make_user
     from webapp import create_app, shutdown
 
     settings = kafka_ready.replace(kafka_events_topic=topic, cassandra_keyspace=cassandra_session.keyspace)
@@ -171,7 +172,9 @@ def test_emu2_price_frames_change_the_cost_at_the_announced_start(kafka_ready, t
     configured = {"currency": "USD", "default_rate_per_kwh": 0.2}
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "HOUSE_TARIFFS": {house: configured}})
     try:
-        body = app.test_client().get(f"/api/houses/{house}/cost?from=2024-03-05&to=2024-03-06").get_json()
+        _name, token = make_user(settings, "household", houses=[house])  # the house's household asks
+        body = app.test_client().get(f"/api/houses/{house}/cost?from=2024-03-05&to=2024-03-06",
+                                     headers={"Authorization": f"Bearer {token}"}).get_json()
     finally:
         shutdown(app)
 

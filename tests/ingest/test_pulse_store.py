@@ -56,7 +56,8 @@ def test_serial_pulse_blinks_are_also_pulse_events():
 def test_store_writes_points_that_the_pulse_api_serves(kafka_ready, topic, cassandra_session, tmp_path):
     from kafka import KafkaProducer
 
-    from webapp import accounts, create_app
+    from tools.server import make_user
+    from webapp import create_app
 
     settings = kafka_ready.replace(kafka_events_topic=topic, cassandra_keyspace=cassandra_session.keyspace)
     house = f"hp{uuid.uuid4().hex[:8]}"
@@ -79,10 +80,7 @@ def test_store_writes_points_that_the_pulse_api_serves(kafka_ready, topic, cassa
         (minute, 3, 6600, 1200, 3600)]
 
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings})
-    name = f"household-{uuid.uuid4().hex[:8]}"  # the house's household reads its meter with an API token
-    store = app.extensions["smw_cassandra"]
-    assert accounts.create_user(store, name, "household", frozenset({house}), None, None)
-    token = accounts.new_token(store, name, "tests")
+    _name, token = make_user(settings, "household", houses=[house])  # the house's household reads its meter
     response = app.test_client().get(f"/since/{house}-1/{int(t0 * 1000) - 1}",
                                      headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
