@@ -5,7 +5,8 @@ import datetime as dt
 import random
 import time
 
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
+from cassandra.query import BatchStatement, BatchType
 
 from smw import rethink
 from smw.alert import RETHINKDB_TABLE
@@ -83,4 +84,57 @@ def seed(session, settings, houses: int = 12, days: int = 14, seed_value: int = 
                        "severity": "warning" if i else "critical", "updated_ts_s": start_s + 900})
     with rethink.connection(settings) as conn:
         rethink.r.db(settings.rethinkdb_db).table(RETHINKDB_TABLE).insert(alerts, conflict="update").run(conn)
+    return house_ids
+
+
+def seed_daily(session, houses: int, days: int, prefix: str = "bench_house", seed_value: int = 11,
+               concurrency: int = 64) -> list[str]:
+    """Houses with days of per-appliance and mains kWh and day totals, only what the house
+    daily-kWh API reads; written once (a house whose oldest and newest day are there is kept).
+
+    Each house's rows go as unlogged batches of one partition and a week (a batch of one
+    partition is one write on the server), many batches at a time."""
+    rng = random.Random(seed_value)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    first, last = today - dt.timedelta(days=days), today - dt.timedelta(days=1)
+    house_ids = [f"{prefix}_{i + 1}" for i in range(houses)]
+    present = session.prepare("SELECT day FROM daily_house_totals WHERE house_id = ? AND day IN (?, ?)")
+    found = execute_concurrent_with_args(session, present, [(h, first, last) for h in house_ids],
+                                         concurrency=concurrency)
+    missing = [h for h, (_ok, rows) in zip(house_ids, found) if len(list(rows)) < 2]
+    insert_house = session.prepare("INSERT INTO houses (house_id, zip, tz, lat, lon) VALUES (?, ?, ?, ?, ?)")
+    insert_daily = session.prepare(
+        "INSERT INTO daily_energy_by_house (house_id, day, meter, label, appliance, energy_kwh, coverage, samples) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    insert_totals = session.prepare(
+        "INSERT INTO daily_house_totals (house_id, day, mains_kwh, circuits_kwh, untracked_kwh, coverage) "
+        "VALUES (?, ?, ?, ?, ?, ?)")
+    batches = []
+    for n, house_id in enumerate(missing):
+        scale = rng.uniform(0.7, 1.4)
+        houses_batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        houses_batch.add(insert_house, (house_id, ZIPS[n % len(ZIPS)], "America/New_York", 42.0 + rng.random(),
+                                        -71.0 - rng.random()))
+        batches.append(houses_batch)
+        totals = BatchStatement(batch_type=BatchType.UNLOGGED)
+        week = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for back in range(1, days + 1):
+            day = today - dt.timedelta(days=back)
+            circuits = 0.0
+            for meter, appliance, mean_kwh in APPLIANCES:
+                kwh = round(mean_kwh * scale * rng.uniform(0.6, 1.4), 3)
+                circuits += kwh
+                week.add(insert_daily, (house_id, day, meter, appliance, appliance, kwh, 1.0, 28800))
+            mains = round(circuits * rng.uniform(1.15, 1.35), 3)
+            for meter in (1, 2):
+                week.add(insert_daily, (house_id, day, meter, "mains", "mains", mains / 2, 1.0, 86400))
+            totals.add(insert_totals, (house_id, day, mains, circuits, mains - circuits, 1.0))
+            if back % 7 == 0 or back == days:
+                batches.append(week)
+                week = BatchStatement(batch_type=BatchType.UNLOGGED)
+        batches.append(totals)
+    for ok, result in execute_concurrent(session, [(batch, ()) for batch in batches], concurrency=concurrency,
+                                         raise_on_first_error=False):
+        if not ok:
+            raise result
     return house_ids
