@@ -32,6 +32,7 @@ from cassandra.cluster import NoHostAvailable
 from kafka.errors import KafkaError
 
 from smw import config, cql
+from smw.messages import MAX_HOUSE_ID_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,25 @@ log = logging.getLogger(__name__)
 # (for make init) is right, quarantining every record would not be.
 SCHEMA_ERRORS = ("unconfigured table", "keyspace", "undefined column", "unknown identifier")
 QUARANTINED_VALUE_CHARS = 2000
+
+
+def event_body(value: bytes, kind: str) -> dict | None | str:
+    """The JSON object of an events-topic record of this type (`"type": kind`) with a usable
+    house_id; None for another type; a reason string for a bad record."""
+    try:
+        body = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return "not JSON"
+    if not isinstance(body, dict):
+        return "not a JSON object"
+    if body.get("type") != kind:
+        return None
+    house_id = body.get("house_id")
+    if not isinstance(house_id, str) or not house_id:
+        return "house_id missing"
+    if len(house_id) > MAX_HOUSE_ID_LENGTH:  # a key Cassandra or the web API could not take
+        return f"house_id longer than {MAX_HOUSE_ID_LENGTH} characters"
+    return body
 
 
 class CassandraDown(RuntimeError):

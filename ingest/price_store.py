@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import math
 import sys
@@ -32,9 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.events import EventStore, Write, run_cli
+from ingest.events import EventStore, Write, event_body, run_cli
 from smw import config
-from smw.messages import MAX_HOUSE_ID_LENGTH
 
 log = logging.getLogger("ingest.price_store")
 
@@ -83,19 +81,10 @@ def _whole(value, low: int, high: int) -> bool:
 
 def price(value: bytes, now_s: float, max_future_skew_s: float) -> Price | None | str:
     """The Price of a price event; None for other event types; a reason string for a bad price event."""
-    try:
-        body = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return "not JSON"
+    body = event_body(value, "price")
     if not isinstance(body, dict):
-        return "not a JSON object"
-    if body.get("type") != "price":
-        return None
-    house_id = body.get("house_id")
-    if not isinstance(house_id, str) or not house_id:
-        return "house_id missing"
-    if len(house_id) > MAX_HOUSE_ID_LENGTH:
-        return f"house_id longer than {MAX_HOUSE_ID_LENGTH} characters"
+        return body
+    house_id = body["house_id"]
     if not _whole(body.get("meter"), 0, 65535):
         return "meter must be an integer 0..65535"
     ts_s, start_ts_s = body.get("ts_s"), body.get("start_ts_s")

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.events import EventStore, Write, run_cli
+from ingest.events import EventStore, Write, event_body, run_cli
 from smw import config
-from smw.messages import MAX_HOUSE_ID_LENGTH
 
 log = logging.getLogger("ingest.pulse_store")
 
@@ -142,19 +140,10 @@ def meter_id(house_id: str, meter: int) -> str:
 
 def point(value: bytes) -> Point | None | str:
     """The Point of a pulse event; None for other event types; a reason string for a bad pulse event."""
-    try:
-        body = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
-        return "not JSON"
+    body = event_body(value, "pulse")
     if not isinstance(body, dict):
-        return "not a JSON object"
-    if body.get("type") != "pulse":
-        return None
-    house_id, meter, ts_s, ms = body.get("house_id"), body.get("meter"), body.get("ts_s"), body.get("ms")
-    if not isinstance(house_id, str) or not house_id:
-        return "house_id missing"
-    if len(house_id) > MAX_HOUSE_ID_LENGTH:  # a key Cassandra or the pulse API could not take
-        return f"house_id longer than {MAX_HOUSE_ID_LENGTH} characters"
+        return body
+    house_id, meter, ts_s, ms = body["house_id"], body.get("meter"), body.get("ts_s"), body.get("ms")
     if isinstance(meter, bool) or not isinstance(meter, int) or meter < 0:
         return "meter must be a non-negative integer"
     if isinstance(ts_s, bool) or not isinstance(ts_s, (int, float)) or not 0 < ts_s < 4.1e9:

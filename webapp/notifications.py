@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from smw.alert import KIND_NEW_PEAK, KIND_NO_DATA, KIND_OVERSHOOT
+from webapp.queries import as_utc, ts_s
 
 UTC = dt.timezone.utc
 KINDS = (KIND_OVERSHOOT, KIND_NO_DATA, KIND_NEW_PEAK)
@@ -290,18 +291,6 @@ def save_settings(store, username: str, settings: Settings, now: dt.datetime) ->
          settings.quiet_end_min, settings.webhook_url, settings.webhook_secret, settings.email, settings.all_houses,
          now),
     )
-
-
-def ts_s(value: dt.datetime | None) -> float | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return round(value.timestamp(), 3)
-
-
-def as_utc(epoch_s: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch_s, UTC)
 
 
 def delivery_from_row(row) -> dict:
