@@ -19,6 +19,7 @@ from ingest.spool import Spool, SpoolBusy
 from smw import config, messages
 from smw.init import create_topics
 
+from tests.ingest.conftest import read_all
 from tests.ingest.test_serial import Device, emu2_demand, emu2_price
 
 TOPIC = "readings"  # on a broker of the test's own: the product's topic name is harmless there
@@ -130,25 +131,6 @@ def stop_ingester(process, timeout_s=60) -> str:
             process.kill()
     assert process.returncode == 0, err
     return out
-
-
-def read_all(bootstrap: str, topic: str) -> list:
-    """Every record of `topic` on the broker at `bootstrap`, up to each partition's end offset."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=[bootstrap], enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        end = consumer.end_offsets(partitions)
-        records = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 class Meter:
