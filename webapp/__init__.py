@@ -33,6 +33,20 @@ DEFAULTS = {
     "BLIP_MAX_WAIT_S": 0,
     "SSE_HEARTBEAT_S": 15.0,
     "SSE_SNAPSHOT_LIMIT": 50,
+    # A reconnect with Last-Event-ID replays at most this far back, and reads the Cassandra history
+    # of at most SSE_RESUME_MAX_HOUSES houses (one query each); a stream over more houses (an
+    # admin's) replays from the live store only.
+    "SSE_RESUME_MAX_S": 86400.0,
+    "SSE_RESUME_MAX_HOUSES": 32,
+    # Long-lived answers each hold a server thread (webapp/streams.py): at most this many open alert
+    # streams and /blip waits per user (per client address when anonymous) in each process, and
+    # STREAMS_MAX of all kinds together; beyond, 503 with Retry-After. STREAMS_MAX null: under
+    # `python -m webapp`, the threads minus min(STREAMS_RESERVE_THREADS, threads / 2), kept for
+    # pages and the API; elsewhere (the development server, tests) no process bound.
+    "SSE_MAX_STREAMS_PER_USER": 8,
+    "BLIP_MAX_WAITS_PER_USER": 8,
+    "STREAMS_MAX": None,
+    "STREAMS_RESERVE_THREADS": 16,
     "MAX_RANGE_DAYS": 366,
     "MAX_COST_DAYS": 92,
     "HOUSE_LIMIT": 1000,
@@ -78,11 +92,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.config.setdefault("SMW_SETTINGS", config.load())
 
-    from webapp import accounts, alerts, api, auth, db, errors, notify_views, pages, pulse, security
+    from webapp import accounts, alerts, api, auth, db, errors, notify_views, pages, pulse, security, streams
     from webapp.cache import ResponseCache
 
     db.init_app(app)
     auth.init_app(app)
+    streams.init_app(app)
     accounts.init_app(app)
     app.extensions["smw_daily_cache"] = ResponseCache(app.config["DAILY_CACHE_TTL_S"],
                                                       app.config["DAILY_CACHE_MAX_BYTES"])

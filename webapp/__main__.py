@@ -2,8 +2,9 @@
 
     python -m webapp [--host 127.0.0.1] [--port 8000] [--threads 64] [--processes 1]
 
-Each live-alerts client holds one server thread while it is connected, so
---threads bounds the SSE clients plus the concurrent API requests (per process).
+Each live-alerts client and /blip long poll holds one server thread while it is connected:
+they may take all but min(SMW_WEB_STREAMS_RESERVE_THREADS, threads / 2) of --threads (per
+process, SMW_WEB_STREAMS_MAX to set it), so pages and the API always keep some.
 --processes N > 1 forks N servers that accept on one listening socket (Unix only):
 one Python process serves on one core at a time (the GIL).
 """
@@ -21,6 +22,7 @@ from waitress import serve
 
 from webapp import create_app, shutdown, stop_streams
 from webapp.auth import is_loopback
+from webapp.streams import streams_max_for
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ class StopServers(Exception):
 def serve_app(args: argparse.Namespace, sockets: list[socket.socket] | None = None) -> None:
     """Serve one app until SIGTERM or Ctrl-C, then close it."""
     app = create_app()
+    if app.config["STREAMS_MAX"] is None:  # keep threads for pages and the API
+        app.config["STREAMS_MAX"] = streams_max_for(args.threads, int(app.config["STREAMS_RESERVE_THREADS"]))
 
     def stop(signum, _frame) -> None:
         # On SystemExit waitress waits (up to 5 s) for its threads before serve() returns:

@@ -61,10 +61,12 @@ def alerts_for_houses(conn, house_ids, limit: int) -> list[dict]:
     return sorted(found, key=lambda a: a.get("start_ts_s") or 0.0, reverse=True)[:limit]
 
 
-def changed_since(conn, store, since_ts_s: float, house_ids: frozenset[str] | None, house_limit: int) -> list[dict]:
+def changed_since(conn, store, since_ts_s: float, house_ids: frozenset[str] | None, house_limit: int,
+                  history_houses: int) -> list[dict]:
     """Alerts updated at or after since_ts_s (of house_ids, or every house for None), oldest update
     first, from the live store and the Cassandra history (which still holds what the live store no
-    longer has)."""
+    longer has). The history costs one query per house: it is read for at most history_houses
+    houses; for more (or every house) the live store alone answers."""
     found: dict[str, dict] = {}
     # order_by before between: reqlite fails on between-then-order_by for this index; RethinkDB takes both
     cursor = (_table_of(conn).order_by(index="updated_ts_s").between(since_ts_s, r.maxval, index="updated_ts_s")
@@ -73,12 +75,12 @@ def changed_since(conn, store, since_ts_s: float, house_ids: frozenset[str] | No
         alert = normalise(doc)
         if house_ids is None or alert["house_id"] in house_ids:
             found[alert["id"]] = alert
-    house_ids = sorted(house_ids)[:house_limit] if house_ids is not None else \
-        [h["house_id"] for h in queries.houses(store, house_limit)]
+    if house_ids is None or len(house_ids) > min(history_houses, house_limit):
+        return sorted(found.values(), key=updated_key)[:RESUME_LIMIT]
     results = store.many(
         "SELECT house_id, start_ts, alert_id, kind, meter, appliance, state, severity, threshold_w, multiplier, "
         "peak_w, mean_w, end_ts, updated_at FROM alerts_by_house WHERE house_id = ? AND start_ts >= ? LIMIT ?",
-        [(h, queries.as_utc(since_ts_s - RESUME_LOOKBACK_S), RESUME_LIMIT) for h in house_ids],
+        [(h, queries.as_utc(since_ts_s - RESUME_LOOKBACK_S), RESUME_LIMIT) for h in sorted(house_ids)],
     )
     for rows in results:
         for row in rows:

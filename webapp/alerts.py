@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import time
 
 from flask import Blueprint, Response, current_app, g, render_template, request
 
@@ -13,6 +14,7 @@ from webapp.alert_store import (AlertHub, Subscriber, alerts_for_house, alerts_f
                                 recent_alerts, updated_key)
 from webapp.auth import visible_houses
 from webapp.db import cassandra
+from webapp.streams import open_stream
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +58,27 @@ def stream():
     house_ids = frozenset([house_id]) if house_id is not None else visible_houses(g.user)
     resume_from = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     since_ts_s = params.digits("Last-Event-ID", resume_from) / 1000 if resume_from else None
-    settings = current_app.config["SMW_SETTINGS"]
+    config = current_app.config
+    if since_ts_s is not None:  # a resume replays at most SSE_RESUME_MAX_S back
+        since_ts_s = max(since_ts_s, time.time() - float(config["SSE_RESUME_MAX_S"]))
+    settings = config["SMW_SETTINGS"]
     store = cassandra()
-    heartbeat_s = float(current_app.config["SSE_HEARTBEAT_S"])
-    snapshot_limit = int(current_app.config["SSE_SNAPSHOT_LIMIT"])
-    house_limit = int(current_app.config["HOUSE_LIMIT"])
-    subscriber = hub().subscribe(house_ids)  # before the initial state is read: nothing falls in between
-    feed = hub()
+    heartbeat_s = float(config["SSE_HEARTBEAT_S"])
+    snapshot_limit = int(config["SSE_SNAPSHOT_LIMIT"])
+    house_limit = int(config["HOUSE_LIMIT"])
+    history_houses = int(config["SSE_RESUME_MAX_HOUSES"])
+    release = open_stream("alert streams", "SSE_MAX_STREAMS_PER_USER")  # 503 beyond the bounds
+    try:
+        feed = hub()
+        subscriber = feed.subscribe(house_ids)  # before the initial state is read: nothing falls in between
+    except BaseException:
+        release()
+        raise
 
     def initial_state() -> list[dict]:
         with rethink.connection(settings) as conn:
             if since_ts_s is not None:
-                return changed_since(conn, store, since_ts_s, house_ids, house_limit)
+                return changed_since(conn, store, since_ts_s, house_ids, house_limit, history_houses)
             if house_ids is None:
                 found = recent_alerts(conn, snapshot_limit)
             elif len(house_ids) == 1:
@@ -102,5 +113,9 @@ def stream():
         finally:
             feed.unsubscribe(subscriber)
 
-    return Response(events(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = Response(events(), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # on close, also when the stream never started (a generator's finally would not run then)
+    response.call_on_close(lambda: feed.unsubscribe(subscriber))
+    response.call_on_close(release)
+    return response

@@ -29,6 +29,7 @@ from werkzeug.exceptions import NotFound, ServiceUnavailable
 from webapp import params
 from webapp.db import CassandraStore, cassandra
 from webapp.errors import BadParameter
+from webapp.streams import open_stream
 
 log = logging.getLogger(__name__)
 
@@ -487,12 +488,18 @@ def blip(meter_id):
     The answer starts at once and carries a space every BLIP_KEEPALIVE_S while it waits (JSON
     allows leading whitespace), so proxies keep the connection and a page that left is noticed."""
     meter_id = chosen(meter_id)
-    watch = current_app.extensions["smw_blip_watches"].join(cassandra(), meter_id)
+    release = open_stream("/blip waits", "BLIP_MAX_WAITS_PER_USER")  # 503 beyond the bounds
+    try:
+        watch = current_app.extensions["smw_blip_watches"].join(cassandra(), meter_id)
+    except BaseException:
+        release()
+        raise
     left_once = threading.Lock()
 
     def leave() -> None:
         if left_once.acquire(blocking=False):
             watch.leave()
+            release()
 
     if not watch.ready.wait(10.0):
         leave()

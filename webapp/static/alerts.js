@@ -140,8 +140,23 @@
 
   loadMutes();
   setInterval(loadMutes, 60000);
-  const source = new EventSource("/alerts/stream" + (house ? "?house_id=" + encodeURIComponent(house) : ""));
-  source.addEventListener("open", () => { status.textContent = "live"; status.className = "status live"; });
-  source.addEventListener("error", () => { status.textContent = "reconnecting…"; status.className = "status down"; });
-  source.addEventListener("alert", (event) => render(JSON.parse(event.data)));
+  // EventSource gives up on an answer that is not a stream (503 when the server holds as many
+  // streams as it allows): open a new one after a while, resuming from the last event seen.
+  let lastEventId = "";
+  const connect = () => {
+    const query = new URLSearchParams();
+    if (house) query.set("house_id", house);
+    if (lastEventId) query.set("last_event_id", lastEventId);
+    const source = new EventSource("/alerts/stream" + (query.toString() ? "?" + query : ""));
+    source.addEventListener("open", () => { status.textContent = "live"; status.className = "status live"; });
+    source.addEventListener("error", () => {
+      status.textContent = "reconnecting…"; status.className = "status down";
+      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 10000 + Math.random() * 5000);
+    });
+    source.addEventListener("alert", (event) => {
+      if (event.lastEventId) lastEventId = event.lastEventId;
+      render(JSON.parse(event.data));
+    });
+  };
+  connect();
 })();
