@@ -43,16 +43,33 @@ help: ## List the targets
 setup: $(STAMP_VENV) $(STAMP_JARS) $(SPARK_DEFAULTS) $(SPARK_CLASSES) $(STAMP_NODE) ## Install everything: .venv, Maven jars (Kafka, Cassandra, Spark connectors), Spark's class archive, reqlite
 	@echo "setup complete"
 
-$(STAMP_VENV): pyproject.toml
+# Every Python package, transitive ones and the build backend included, comes from requirements.lock
+# at the pinned version and only if its archive has a listed hash (make lock writes it); then the
+# project itself, without dependencies or build isolation (its backend is in the lock too).
+$(STAMP_VENV): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --require-hashes -r requirements.lock
 	@# setuptools warns that an editable install can be shadowed by a folder of the package's name: not here.
-	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[test]'
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
+
+# Re-resolve requirements.lock from pyproject.toml's pins (the .[test] set and the build backend), with
+# the hash of every archive PyPI has for each version. LOCK_ARGS="--upgrade" also moves the transitive
+# packages to their newest versions; LOCK_ARGS="--upgrade-package NAME" one of them.
+LOCK_ARGS ?=
+PIP_TOOLS ?= pip-tools==7.6.2
+.PHONY: lock
+lock: ## Re-resolve requirements.lock (pinned, hashed) from pyproject.toml; LOCK_ARGS="--upgrade" for newer transitive packages
+	@test -x .deps/lock-venv/bin/pip-compile || { $(PYTHON_BOOT) -m venv .deps/lock-venv && \
+	  .deps/lock-venv/bin/python -m pip install --quiet '$(PIP_TOOLS)'; }
+	CUSTOM_COMPILE_COMMAND="make lock" .deps/lock-venv/bin/pip-compile --quiet --generate-hashes --strip-extras \
+	  --extra test --all-build-deps --unsafe-package smart-meter-watchdog --no-emit-find-links \
+	  --output-file requirements.lock $(LOCK_ARGS) pyproject.toml
 
 $(STAMP_JARS): $(MAVEN_POMS) $(STAMP_VENV)
 	@# Maven's console library writes colour resets even in batch mode: stripped, errors kept.
-	set -o pipefail; mvn -B -q -f infra/maven/pom.xml -Djars.dir=$(SMW_JARS_DIR) package 2>&1 \
+	@# --strict-checksums: an artifact whose checksum does not match Maven Central's fails the build.
+	set -o pipefail; mvn -B -q --strict-checksums -f infra/maven/pom.xml -Djars.dir=$(SMW_JARS_DIR) package 2>&1 \
 	  | sed -u -e 's/\x1b\[[0-9;]*m//g' -e '/^$$/d'
 	$(PY) -m smw.jars prune
 	@touch $@
@@ -72,7 +89,7 @@ $(STAMP_NODE): infra/reqlite/package.json infra/reqlite/package-lock.json
 
 ## ---------------------------------------------------------------- local stack
 .PHONY: up down status init
-up: setup ## Start Kafka (KRaft), Cassandra and reqlite on 127.0.0.1; wait until ready
+up: setup ## Start Kafka (KRaft), Cassandra and reqlite on 127.0.0.1; wait until ready (services configured elsewhere are left alone)
 	@$(PY) -m tools.services up
 
 down: ## Stop the services started by `make up` (by pid file)
@@ -81,7 +98,11 @@ down: ## Stop the services started by `make up` (by pid file)
 status: ## Show each service with pid, address, readiness and memory
 	@$(PY) -m tools.services status
 
-init: up ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/indexes (idempotent)
+# make init and every job target (they depend on it) start a local service that the configuration
+# places on 127.0.0.1 and that is not running, and say so; a service at any other address is only
+# connected to. LOCAL_SERVICES=0: never start one (a service that is down is then an error).
+init: setup ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/indexes on the configured hosts (idempotent; starts local ones that are down)
+	@$(PY) -m tools.services ensure
 	@$(PY) -m smw.init
 
 ## ---------------------------------------------------------------- pipeline
@@ -153,8 +174,18 @@ bench-stream: init ## Alert job: sustained readings/s and produce-to-changefeed 
 	$(PY) -m tools.bench_stream $(BENCH_STREAM_ARGS)
 
 .PHONY: test test-unit
-test: setup browser-deps up init ## Run the whole test suite against the local services (what CI runs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Without chromium (and no root to install it) every other test runs, then the run fails saying how
+# to install it: the browser tests are never skipped silently.
+test: setup up init ## Run the whole test suite against the local services (what CI runs)
+	@if ( $(call apt_packages,$(BROWSER_COMMANDS),$(BROWSER_PACKAGES),$(BROWSER_USERS)) ); then \
+	  $(PY) -m pytest $(PYTEST_ARGS); \
+	else \
+	  echo "running every test except the browser tests (marker browser)" >&2; \
+	  $(PY) -m pytest -m "not browser" $(PYTEST_ARGS); \
+	  echo "error: the browser tests did not run: chromium and chromedriver are missing; install them with" \
+	       "'$(BROWSER_INSTALL)', then run make test again" >&2; \
+	  exit 1; \
+	fi
 
 test-unit: setup ## Run only the tests that need no service
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -164,16 +195,42 @@ test-unit: setup ## Run only the tests that need no service
 BENCH_INGEST_ARGS ?=
 BENCH_LAND_ARGS ?=
 BENCH_BATCH_ARGS ?=
-bench: init kcat browser-deps ## Run every benchmark, one at a time, into one results page (docs/benchmarks.md)
-	$(PY) -m tools.benchreport bench-generate bench-ingest bench-land bench-batch bench-stream bench-web
+# Without kcat (and no root to install it) the other benchmarks run, then the run fails saying how to
+# install it.
+bench: init ## Run every benchmark, one at a time, into one results page (docs/benchmarks.md)
+	@if ( $(call apt_packages,kcat,kcat,$(KCAT_USERS)) ); then \
+	  $(PY) -m tools.benchreport bench-generate bench-ingest bench-land bench-batch bench-stream bench-web; \
+	else \
+	  echo "running every benchmark except bench-ingest, which compares with kcat" >&2; \
+	  $(PY) -m tools.benchreport bench-generate bench-land bench-batch bench-stream bench-web; \
+	  echo "error: bench-ingest did not run: kcat is missing; install it with '$(KCAT_INSTALL)'," \
+	       "then run make bench-ingest" >&2; \
+	  exit 1; \
+	fi
 
 bench-generate: setup ## Generator readings/s, MB/s and peak RSS at 10M and 100M readings to Parquet
 	$(PY) -m tools.bench_generate
 
-kcat: ## Install kcat (Debian package), the librdkafka reference producer of bench-ingest
-	@command -v kcat >/dev/null || { apt-get update -qq && apt-get install -y -qq kcat; }
+# System packages from Debian: installed by root (CI), otherwise the one command that installs them.
+# $(call apt_packages,commands that must exist,Debian packages,what needs them)
+apt_packages = missing=""; for c in $(1); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+  if [ -z "$$missing" ]; then :; \
+  elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    apt-get update -qq && apt-get install -y -qq $(2); \
+  else \
+    echo "error:$$missing not installed ($(3)); install with: sudo apt-get install -y $(2)" >&2; exit 1; \
+  fi
+KCAT_USERS       := bench-ingest compares with it
+KCAT_INSTALL     := sudo apt-get install -y kcat
+BROWSER_COMMANDS := chromium chromedriver
+BROWSER_PACKAGES := chromium chromium-driver
+BROWSER_USERS    := the browser tests and make screenshots drive them
+BROWSER_INSTALL  := sudo apt-get install -y $(BROWSER_PACKAGES)
 
-bench-ingest: init kcat ## Replay producer readings/s into Kafka (acks=all) side by side with kcat, medians of 5
+kcat: ## Install kcat (Debian package), the librdkafka reference producer of bench-ingest (as root; else prints the command)
+	@$(call apt_packages,kcat,kcat,$(KCAT_USERS))
+
+bench-ingest: kcat init ## Replay producer readings/s into Kafka (acks=all) side by side with kcat, medians of 5
 	$(PY) -m tools.bench_ingest $(BENCH_INGEST_ARGS)
 
 bench-batch: setup ## Nightly job vs DuckDB, same six outputs, at 10M, 100M and 600M readings (BENCH_BATCH_ARGS="--sizes 10M,100M --work DIR")
@@ -190,9 +247,8 @@ NOTIFY_ARGS ?=
 notify: init ## Deliver alert changes to users by webhook and e-mail (SMW_SMTP_*; NOTIFY_ARGS="--expire-s 3600"; Ctrl-C stops it)
 	$(PY) -m webapp.notify $(NOTIFY_ARGS)
 
-browser-deps: ## Install Debian's chromium and chromium-driver for the browser test (skipped when present)
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+browser-deps: ## Install Debian's chromium and chromium-driver for the browser tests (skipped when present; as root, else prints the command)
+	@$(call apt_packages,$(BROWSER_COMMANDS),$(BROWSER_PACKAGES),$(BROWSER_USERS))
 
 screenshots: browser-deps ## Write PNGs of the main pages to docs/screenshots (sample data in smw_screens)
 	$(PY) -m tools.screenshots

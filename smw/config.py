@@ -30,6 +30,19 @@ def _read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback interface (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    host = host.strip().strip("[]")
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _setting(env: str, default: str, help_text: str):
     return field(default=default, metadata={"env": env, "help": help_text})
 
@@ -44,6 +57,10 @@ class Settings:
         "KAFKA_EVENTS_TOPIC", "meter-events", "Kafka topic for device events (EMU-2 summation and price)"
     )
     kafka_partitions: str = _setting("KAFKA_PARTITIONS", "4", "partitions of the readings topic (make init)")
+    kafka_replication_factor: str = _setting(
+        "KAFKA_REPLICATION_FACTOR", "1", "replicas of each topic make init creates (at most the number of brokers)")
+    kafka_min_insync_replicas: str = _setting(
+        "KAFKA_MIN_INSYNC_REPLICAS", "1", "min.insync.replicas of each topic make init creates (acks=all waits for them)")
     cassandra_hosts: str = _setting("CASSANDRA_HOSTS", "127.0.0.1", "Cassandra contact points, comma separated")
     cassandra_port: str = _setting("CASSANDRA_PORT", "9042", "Cassandra native protocol port")
     cassandra_keyspace: str = _setting("CASSANDRA_KEYSPACE", "smw", "Cassandra keyspace")
@@ -69,6 +86,10 @@ class Settings:
     var_dir: str = _setting("SMW_VAR_DIR", str(ROOT / "var"), "data and logs of the local services")
     jars_dir: str = _setting("SMW_JARS_DIR", str(ROOT / ".deps" / "jars"), "jars fetched by make setup")
     # Local stack (make up) only: where and how big the local services are.
+    local_services: str = _setting(
+        "LOCAL_SERVICES", "auto",
+        "auto: make init and the job targets start a local service configured on a loopback address that is "
+        "not running; 0: they never start one")
     kafka_controller_port: str = _setting("KAFKA_CONTROLLER_PORT", "9093", "local Kafka KRaft controller port")
     kafka_heap: str = _setting("KAFKA_HEAP", "512m", "local Kafka broker heap")
     cassandra_storage_port: str = _setting("CASSANDRA_STORAGE_PORT", "7000", "local Cassandra internode port")
@@ -90,6 +111,20 @@ class Settings:
     @property
     def kafka_bootstrap_list(self) -> list[str]:
         return [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+
+    @property
+    def rethinkdb_host_list(self) -> list[str]:
+        return [self.rethinkdb_host.strip()]
+
+    def is_local(self, service: str) -> bool:
+        """Whether every configured address of `service` (kafka, cassandra, rethinkdb) is a loopback
+        address, where the local stack (make up) serves it; anything else is someone else's service."""
+        hosts = {
+            "kafka": [address.rpartition(":")[0] or address for address in self.kafka_bootstrap_list],
+            "cassandra": self.cassandra_host_list,
+            "rethinkdb": self.rethinkdb_host_list,
+        }[service]
+        return bool(hosts) and all(is_loopback(host) for host in hosts)
 
     @property
     def kafka_port(self) -> int:

@@ -2,13 +2,18 @@
 
     python -m smw.init [--only kafka|cassandra|rethinkdb] [--kafka-bootstrap ...]
 
-Safe to run any number of times: existing objects are left as they are.
+Safe to run any number of times: existing objects are left as they are. It only
+connects to the configured hosts (KAFKA_BOOTSTRAP, CASSANDRA_HOSTS, RETHINKDB_HOST)
+and never starts a service: `make init` starts the local ones first. Topics get
+KAFKA_REPLICATION_FACTOR replicas and KAFKA_MIN_INSYNC_REPLICAS, the keyspace
+CASSANDRA_REPLICATION.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import re
 import sys
 
 from smw import config, cql, jobs, rethink
@@ -24,17 +29,37 @@ def kafka_topics(settings: config.Settings) -> dict[str, int]:
     return {settings.kafka_topic: partitions, settings.kafka_events_topic: partitions}
 
 
+class InitError(RuntimeError):
+    """One part could not be initialised; the message is one line saying what to check."""
+
+
+def topic_replication(settings: config.Settings) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) of the topics make init creates, checked."""
+    try:
+        factor, min_insync = int(settings.kafka_replication_factor), int(settings.kafka_min_insync_replicas)
+    except ValueError:
+        raise InitError(f"KAFKA_REPLICATION_FACTOR ({settings.kafka_replication_factor!r}) and "
+                        f"KAFKA_MIN_INSYNC_REPLICAS ({settings.kafka_min_insync_replicas!r}) must be whole numbers")
+    if not 1 <= min_insync <= factor:
+        raise InitError(f"KAFKA_MIN_INSYNC_REPLICAS ({min_insync}) must be between 1 and KAFKA_REPLICATION_FACTOR "
+                        f"({factor}): acks=all could never be satisfied")
+    return factor, min_insync
+
+
 def create_topics(settings: config.Settings, topics: dict[str, int]) -> list[str]:
-    """Create missing topics; returns the names created."""
+    """Create missing topics with the configured replication; returns the names created.
+    Existing topics are left as they are (partitions, replication and configuration)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import InvalidConfigurationError, InvalidReplicationFactorError, TopicAlreadyExistsError
 
+    factor, min_insync = topic_replication(settings)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list, request_timeout_ms=15000)
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name=name, num_partitions=partitions, replication_factor=1)
+            NewTopic(name=name, num_partitions=partitions, replication_factor=factor,
+                     topic_configs={"min.insync.replicas": str(min_insync)})
             for name, partitions in topics.items()
             if name not in existing
         ]
@@ -43,6 +68,12 @@ def create_topics(settings: config.Settings, topics: dict[str, int]) -> list[str
                 admin.create_topics(missing, timeout_ms=15000)
             except TopicAlreadyExistsError:
                 log.info("a topic was created concurrently")  # the goal state holds either way
+            except (InvalidReplicationFactorError, InvalidConfigurationError) as exc:
+                said = re.search(r"error_message='([^']*)'", str(exc))
+                raise InitError(
+                    f"Kafka at {settings.kafka_bootstrap} refused to create {', '.join(t.name for t in missing)} with "
+                    f"KAFKA_REPLICATION_FACTOR={factor} and KAFKA_MIN_INSYNC_REPLICAS={min_insync}: "
+                    f"{said.group(1) if said else type(exc).__name__}") from exc
         return [t.name for t in missing]
     finally:
         admin.close()
@@ -130,16 +161,41 @@ def create_rethinkdb(settings: config.Settings) -> list[str]:
     return created
 
 
+def _failed(settings: config.Settings, part: str, where: str, variables: str, exc: Exception) -> InitError:
+    """The one line a failed part comes down to, with what to check: the local stack when the part is
+    configured on a loopback address, the settings naming the hosts otherwise."""
+    reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+    if settings.is_local(part):
+        hint = "is the local stack up? (make up, then make status)"
+    else:
+        hint = f"is it running and reachable from here, and is {variables} right?"
+    return InitError(f"initialisation failed: {part} at {where} ({reason}); {hint}")
+
+
 def init(settings: config.Settings, only: list[str] | None = None) -> None:
     parts = only or ["kafka", "cassandra", "rethinkdb"]
     if "kafka" in parts:
-        created = create_topics(settings, kafka_topics(settings))
-        print(f"kafka      topics created: {', '.join(created) or 'none (all exist)'}")
+        topics = kafka_topics(settings)
+        factor, min_insync = topic_replication(settings)
+        try:
+            created = create_topics(settings, topics)
+        except InitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure: say which part and where
+            raise _failed(settings, "kafka", settings.kafka_bootstrap,
+                          "KAFKA_BOOTSTRAP (and KAFKA_REPLICATION_FACTOR for the number of brokers)", exc) from exc
+        print(f"kafka      topics created: {', '.join(created) or 'none (all exist)'}"
+              f"{f' (replication factor {factor}, min.insync.replicas {min_insync})' if created else ''}")
     if "cassandra" in parts:
         count = create_cassandra(settings)
-        print(f"cassandra  keyspace {settings.cassandra_keyspace}: {count} statements applied (IF NOT EXISTS)")
+        print(f"cassandra  keyspace {settings.cassandra_keyspace}: {count} statements applied (IF NOT EXISTS; "
+              f"replication {settings.cassandra_replication} when created)")
     if "rethinkdb" in parts:
-        created = create_rethinkdb(settings)
+        try:
+            created = create_rethinkdb(settings)
+        except Exception as exc:  # noqa: BLE001 - any failure: say which part and where
+            raise _failed(settings, "rethinkdb", f"{settings.rethinkdb_host}:{settings.rethinkdb_port}",
+                          "RETHINKDB_HOST / RETHINKDB_PORT", exc) from exc
         print(f"rethinkdb  created: {', '.join(created) or 'nothing (all exist)'}")
 
 
@@ -147,15 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m smw.init", description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", choices=["kafka", "cassandra", "rethinkdb"],
                         help="initialise only this part (repeatable)")
-    config.add_arguments(parser, "kafka_bootstrap", "kafka_partitions", "cassandra_hosts",
-                         "cassandra_keyspace", "rethinkdb_host", "rethinkdb_port", "rethinkdb_db")
+    config.add_arguments(parser, "kafka_bootstrap", "kafka_partitions", "kafka_replication_factor",
+                         "kafka_min_insync_replicas", "cassandra_hosts", "cassandra_port", "cassandra_keyspace",
+                         "cassandra_replication", "rethinkdb_host", "rethinkdb_port", "rethinkdb_db")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         # kafka-python logs each failed attempt; the error below says it once.
         with jobs.quiet_logger("kafka"):
             init(config.from_args(args), args.only)
-    except cql.Unavailable as exc:
+    except (cql.Unavailable, InitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - a CLI: say what failed, exit non-zero

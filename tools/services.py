@@ -4,9 +4,13 @@ Each service runs as a local process bound to 127.0.0.1 (hosts and ports from
 `smw.config`), with its data, rendered configuration, log and pid file under
 `<SMW_VAR_DIR>/<service>/`. `up` starts what is not running and waits until
 each service answers a real client request; `down` stops exactly the processes
-whose pid files it wrote.
+whose pid files it wrote. Only services configured on a loopback address are
+started (`smw.config.Settings.is_local`): one at any other address belongs to
+whoever runs that host and is left alone. `ensure` is `up` for a command that
+needs the services (`make init`, the job targets): it says when it starts one,
+and starts nothing when LOCAL_SERVICES=0.
 
-    python -m tools.services up|down|status [kafka|cassandra|rethinkdb ...]
+    python -m tools.services up|ensure|down|status [kafka|cassandra|rethinkdb ...]
 """
 from __future__ import annotations
 
@@ -386,17 +390,51 @@ def select(names: list[str] | None, settings: config.Settings) -> list[Service]:
     return [SERVICES[name](settings) for name in (names or list(SERVICES))]
 
 
-def up(services: list[Service], timeout_s: float) -> None:
-    """Start every service that is not running, then wait until all are ready."""
+ADDRESS_VARIABLES = {"kafka": "KAFKA_BOOTSTRAP", "cassandra": "CASSANDRA_HOSTS", "rethinkdb": "RETHINKDB_HOST"}
+
+
+def configured_address(name: str, settings: config.Settings) -> str:
+    """Where the configuration says a service is, as the user wrote it."""
+    return {
+        "kafka": settings.kafka_bootstrap,
+        "cassandra": f"{settings.cassandra_hosts} port {settings.cassandra_port}",
+        "rethinkdb": f"{settings.rethinkdb_host}:{settings.rethinkdb_port}",
+    }[name]
+
+
+def local_only(services: list[Service]) -> list[Service]:
+    """The services configured on a loopback address (the local stack's); one line for each other one,
+    which this launcher never starts: it belongs to whoever runs that host."""
+    local = []
+    for service in services:
+        if service.settings.is_local(service.name):
+            local.append(service)
+        else:
+            print(f"{service.name:<10} at {configured_address(service.name, service.settings)} "
+                  f"({ADDRESS_VARIABLES[service.name]}): not a local address, not started here")
+    return local
+
+
+def up(services: list[Service], timeout_s: float, on_demand: bool = False) -> None:
+    """Start every service that is not running, then wait until all are ready. on_demand: started
+    because a command needs it (make init, a job target), which the line about the start says."""
     running: list[tuple[Service, int, float, bool]] = []
     for service in services:
         pid = service.pid()
         already = pid is not None
         if not already:
+            if on_demand and _port_open(service.host, service.port) and service.ready():
+                print(f"{service.name:<10} answering on {service.host}:{service.port} (not started by make up): "
+                      "using it")
+                continue
             if service.pid_file.exists():
                 print(f"{service.name:<10} stale pid file: the process is gone; restarting")
             pid = service.start()
-            print(f"{service.name:<10} started (pid {pid}), log {service.log_file}")
+            if on_demand:
+                print(f"{service.name:<10} was not running on {service.host}:{service.port}: started it (pid {pid}; "
+                      f"`make down` stops it, LOCAL_SERVICES=0 starts nothing), log {service.log_file}")
+            else:
+                print(f"{service.name:<10} started (pid {pid}), log {service.log_file}")
         running.append((service, pid, time.monotonic(), already))
     # One line per service that was already up (every `make` target that needs the stack says it).
     for service, pid, t0, already in running:
@@ -436,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.services", description="Start, stop and inspect the local stack."
     )
-    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("action", choices=["up", "ensure", "down", "status"],
+                        help="up: start the services configured on loopback addresses; ensure: the same for a "
+                             "command that needs them (make init, job targets), unless LOCAL_SERVICES=0")
     parser.add_argument("services", nargs="*", metavar="service",
                         help=f"any of {', '.join(SERVICES)} (default: all)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for readiness")
@@ -447,9 +487,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = config.load()
     services = select(args.services, settings)
+    timeout_s = args.timeout or float(settings.service_timeout_s)
     try:
         if args.action == "up":
-            up(services, args.timeout or float(settings.service_timeout_s))
+            up(local_only(services), timeout_s)
+        elif args.action == "ensure":
+            mode = settings.local_services.strip().lower()
+            if mode not in ("auto", "1", "0"):
+                raise ServiceError(f"LOCAL_SERVICES={settings.local_services!r}: use auto (or 1) or 0")
+            if mode != "0":
+                up(local_only(services), timeout_s, on_demand=True)
         elif args.action == "down":
             down(services)
         else:

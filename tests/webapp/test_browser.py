@@ -10,7 +10,7 @@ from tests.webapp.conftest import make_alert
 from tools.browser import browser_processes, chromium_driver, still_running
 from tools.server import ServerProcess, make_user
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 PASSWORD = "a household's own password"
 

@@ -17,7 +17,7 @@ from tools.server import ServerProcess, free_port
 from webapp import accounts
 from webapp.db import CassandraStore
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
 PAGES = Path(__file__).parent / "pages"
 QUIET_S = 35  # longer than the 30 s after which the earlier /blip gave up with an empty 204
