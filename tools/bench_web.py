@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import http.client
+import json
 import multiprocessing
 import random
 import statistics
@@ -104,28 +105,38 @@ def api_load(url: str, token: str, paths: list[str], clients: int, processes: in
             "max": max(times)}
 
 
-def sse_fanout(url: str, token: str, settings, subscribers: int) -> list[float]:
+def sse_fanout(url: str, token: str, settings, subscribers: int, hold: threading.Event) -> list[float]:
+    """Open `subscribers` alert streams, insert one alert and return how long each stream took to
+    receive it (s); the streams stay open until `hold` is set."""
     parsed = urlparse(url)
     house_id = f"bench-{uuid.uuid4().hex[:6]}"
     alert_id = f"{house_id}-alert"
-    ready = threading.Barrier(subscribers + 1)
+    ready = threading.Barrier(subscribers + 1, timeout=120)
     received: list[float] = []
     lock = threading.Lock()
 
     def subscriber():
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
-        conn.request("GET", f"/alerts/stream?house_id={house_id}", headers={"Authorization": f"Bearer {token}"})
-        response = conn.getresponse()
-        while b": ready" not in response.fp.readline():
-            pass
-        ready.wait()
-        while True:
-            line = response.fp.readline()
-            if alert_id.encode() in line:
-                with lock:
-                    received.append(time.perf_counter())
-                break
-        conn.close()
+        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=120)
+        try:
+            conn.request("GET", f"/alerts/stream?house_id={house_id}", headers={"Authorization": f"Bearer {token}"})
+            response = conn.getresponse()
+            if response.status != 200:
+                ready.abort()
+                raise RuntimeError(f"an alert stream answered {response.status}")
+            while b": ready" not in response.fp.readline():
+                pass
+            ready.wait()
+            while True:
+                line = response.fp.readline()
+                if not line:
+                    return  # the server ended the stream
+                if alert_id.encode() in line:
+                    with lock:
+                        received.append(time.perf_counter())
+                    break
+            hold.wait()
+        finally:
+            conn.close()
 
     threads = [threading.Thread(target=subscriber, daemon=True) for _ in range(subscribers)]
     for t in threads:
@@ -137,8 +148,9 @@ def sse_fanout(url: str, token: str, settings, subscribers: int) -> list[float]:
         rethink.r.db(settings.rethinkdb_db).table(RETHINKDB_TABLE).insert({
             "id": alert_id, "kind": "overshoot", "house_id": house_id, "meter": 5, "appliance": "refrigerator",
             "start_ts_s": now_s, "end_ts_s": None, "state": "open", "severity": "warning", "updated_ts_s": now_s}).run(conn)
-    for t in threads:
-        t.join(10)
+    deadline = time.monotonic() + 10
+    while len(received) < subscribers and time.monotonic() < deadline:
+        time.sleep(0.05)
     return [t - started for t in received]
 
 
@@ -162,8 +174,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=30, help="days of sample data per house")
     parser.add_argument("--repeats", type=int, default=3, help="runs per row; the table shows their medians")
     parser.add_argument("--subscribers", type=int, default=1000, help="SSE subscribers to one alert")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
+                        help='another row with these SMW_WEB_* options, e.g. \'nohouse={"HOUSE_CACHE_TTL_S": 0}\' '
+                             "(measured in the same rounds as the others; repeatable)")
     parser.add_argument("--namespace", default="smw_bench")
     args = parser.parse_args(argv)
+    variants = []
+    for spec in args.variant:
+        label, _, options = spec.partition("=")
+        try:
+            variants.append((label, json.loads(options)))
+        except json.JSONDecodeError as exc:
+            parser.error(f"--variant {spec}: {exc}")
     settings = config.load().replace(cassandra_keyspace=args.namespace, rethinkdb_db=args.namespace)
     handle, session = cql.connect(settings, keyspace=False)
     try:
@@ -182,28 +204,39 @@ def main(argv: list[str] | None = None) -> None:
           f"with an API token, each request a random one of {len(paths)} URLs ({len(houses)} houses x 3 ranges up "
           f"to 30 days, 8 appliances), {args.seconds:.0f} s measured after {args.warmup_s:.0f} s warm-up; "
           f"{args.threads} server threads per process; medians of {args.repeats} runs  (goal p99 <= 50 ms)")
-    print(f"  {'processes':>9} {'cache':<5} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
+    caches = [("off", {"DAILY_CACHE_TTL_S": 0}), ("on", {})] + variants  # on: the default TTL
+    width = max(len(label) for label, _ in caches)
+    print(f"  {'processes':>9} {'cache':<{width}} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} "
           f"{'max ms':>7} {'errors':>6}")
-    caches = (("off", {"DAILY_CACHE_TTL_S": 0}), ("on", {}))  # on: the default TTL
     for processes in [int(n) for n in args.processes.split(",")]:
         runs: dict[str, list[dict]] = {label: [] for label, _ in caches}
-        for _ in range(args.repeats):  # off and on alternate, so a noisy minute hits both
+        for _ in range(args.repeats):  # the rows take turns, so a noisy minute hits each of them
             for label, web_config in caches:
                 with ServerProcess(settings, web_config, threads=args.threads, processes=processes) as server:
                     runs[label].append(api_load(server.url, token, paths, args.clients, args.client_processes,
                                                 args.warmup_s, args.seconds))
         for label, _ in caches:
             found = medians(runs[label])
-            print(f"  {processes:>9} {label:<5} {found['requests']:>8.0f} {found['rate']:>7.0f} "
+            print(f"  {processes:>9} {label:<{width}} {found['requests']:>8.0f} {found['rate']:>7.0f} "
                   f"{found['p50'] * 1000:>7.1f} {found['p95'] * 1000:>7.1f} {found['p99'] * 1000:>7.1f} "
                   f"{found['max'] * 1000:>7.1f} {found['errors']:>6.0f}")
-    # One server thread per open stream; the bench's single user may hold them all.
+    # One server thread per open stream (the threads beyond STREAMS_MAX stay for the API);
+    # the bench's single user may hold them all.
+    hold = threading.Event()
     with ServerProcess(settings, {"SSE_MAX_STREAMS_PER_USER": args.subscribers},
                        threads=args.subscribers + 16) as server:
-        delays = sse_fanout(server.url, token, settings, args.subscribers)
-    print(f"one alert to {args.subscribers} SSE subscribers: delivered to {len(delays)}; "
-          f"first {min(delays) * 1000:.0f} ms, median {statistics.median(delays) * 1000:.0f} ms, "
-          f"last {max(delays) * 1000:.0f} ms  (goal: all within 1000 ms)")
+        try:
+            delays = sse_fanout(server.url, token, settings, args.subscribers, hold)
+            print(f"one alert to {args.subscribers} SSE subscribers: delivered to {len(delays)}; "
+                  f"first {min(delays) * 1000:.0f} ms, median {statistics.median(delays) * 1000:.0f} ms, "
+                  f"last {max(delays) * 1000:.0f} ms  (goal: all within 1000 ms)")
+            found = api_load(server.url, token, paths, args.clients, args.client_processes, args.warmup_s,
+                             args.seconds)
+            print(f"  while they stay connected ({args.subscribers + 16} server threads, 1 process, cache on): "
+                  f"{found['rate']:.0f} req/s, p50 {found['p50'] * 1000:.1f} ms, p95 {found['p95'] * 1000:.1f} ms, "
+                  f"p99 {found['p99'] * 1000:.1f} ms, {found['errors']} errors")
+        finally:
+            hold.set()
 
 
 if __name__ == "__main__":

@@ -54,6 +54,10 @@ DEFAULTS = {
     # only when the nightly batch writes, and a write is served at most this many seconds later.
     "DAILY_CACHE_TTL_S": 60.0,  # 0 turns the cache off
     "DAILY_CACHE_MAX_BYTES": 32 * 1024 * 1024,
+    # House ids found in the houses table are remembered this long in each process, and the daily API
+    # skips its house lookup for them: houses are rarely added and hardly ever removed, and a removed
+    # house's daily answer (its remaining rows) is served at most this long. 0 turns it off.
+    "HOUSE_CACHE_TTL_S": 300.0,
     # Accounts and access (webapp/auth.py). SECRET_KEY: SMW_WEB_SECRET_KEY, else a key kept in
     # <DATA_DIR>/web-secret-key. Chromium keeps Secure cookies on http://127.0.0.1 and localhost,
     # so the session cookie is Secure everywhere by default.
@@ -93,7 +97,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.setdefault("SMW_SETTINGS", config.load())
 
     from webapp import accounts, alerts, api, auth, db, errors, notify_views, pages, pulse, security, streams
-    from webapp.cache import ResponseCache
+    from webapp.cache import KnownKeys, ResponseCache
 
     db.init_app(app)
     auth.init_app(app)
@@ -101,6 +105,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     accounts.init_app(app)
     app.extensions["smw_daily_cache"] = ResponseCache(app.config["DAILY_CACHE_TTL_S"],
                                                       app.config["DAILY_CACHE_MAX_BYTES"])
+    app.extensions["smw_known_houses"] = KnownKeys(app.config["HOUSE_CACHE_TTL_S"])
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(pages.bp)

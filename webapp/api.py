@@ -75,9 +75,11 @@ def house_daily(house_id):
     key = (house_id, start, end)
     body = cache.get(key)
     if body is None:
-        found = queries.house_daily(cassandra(), house_id, start, end)
+        known = current_app.extensions["smw_known_houses"]
+        found = queries.house_daily(cassandra(), house_id, start, end, house_known=house_id in known)
         if found is None:
             abort(404, f"no house {house_id}")
+        known.add(house_id)
         body = orjson.dumps(found)
         cache.put(key, body)
     return Response(body, mimetype="application/json")

@@ -1,4 +1,4 @@
-"""A small in-process cache of serialised API responses, bounded in age and in bytes.
+"""Small in-process caches: serialised API responses bounded in age and in bytes, and known keys.
 
 Used for the house daily-kWh API: its rows change only when the nightly batch writes,
 so an answer up to DAILY_CACHE_TTL_S old is as good as a fresh one. Each server
@@ -10,6 +10,8 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+
+KNOWN_KEYS_MAX = 100_000
 
 
 class ResponseCache:
@@ -64,3 +66,35 @@ class ResponseCache:
     def _drop(self, key: Hashable) -> None:
         _expires, body = self._entries.pop(key)
         self._bytes -= len(body)
+
+
+class KnownKeys:
+    """Keys seen to exist (house ids), each remembered for ttl_s seconds, at most max_entries of them
+    (the oldest leave first); ttl_s <= 0 remembers none."""
+
+    def __init__(self, ttl_s: float, max_entries: int = KNOWN_KEYS_MAX, clock: Callable[[], float] = time.monotonic):
+        self.ttl_s = float(ttl_s)
+        self.max_entries = int(max_entries)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._expiry: OrderedDict[Hashable, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._expiry)
+
+    def __contains__(self, key: Hashable) -> bool:
+        with self._lock:
+            expires = self._expiry.get(key)
+            if expires is not None and expires <= self._clock():
+                del self._expiry[key]
+                return False
+            return expires is not None
+
+    def add(self, key: Hashable) -> None:
+        if self.ttl_s <= 0 or self.max_entries <= 0:
+            return
+        with self._lock:
+            self._expiry.pop(key, None)
+            self._expiry[key] = self._clock() + self.ttl_s
+            while len(self._expiry) > self.max_entries:
+                self._expiry.popitem(last=False)

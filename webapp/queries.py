@@ -135,14 +135,16 @@ def totals_rows(store: CassandraStore, house_id: str, start: dt.date, end: dt.da
     return store.rows(TOTALS_QUERY, totals_params(house_id, start, end))
 
 
-def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.date) -> dict | None:
+def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.date,
+                house_known: bool = False) -> dict | None:
     """Daily kWh per appliance (channels of one appliance summed), mains and untracked, oldest day
-    first; None when the house is unknown. The house, its days and its totals are read at once."""
-    house_rows = store.start(HOUSE_QUERY, (house_id,))
+    first; None when the house is unknown. The house (unless house_known), its days and its totals
+    are read at once."""
+    house_rows = None if house_known else store.start(HOUSE_QUERY, (house_id,))
     daily = store.start(DAILY_QUERY, daily_params(house_id, start, end))
     totals_found = store.start(TOTALS_QUERY, totals_params(house_id, start, end))
     daily, totals_found = list(daily.result()), list(totals_found.result())
-    if not list(house_rows.result()):
+    if house_rows is not None and not list(house_rows.result()):
         return None
     per_day: dict[dt.date, dict[str, float]] = {}
     by_appliance: dict[str, float] = defaultdict(float)

@@ -21,8 +21,9 @@ TEST_SECRET_KEY = uuid.uuid4().hex * 2
 
 @pytest.fixture
 def app(settings, cassandra_session, rethinkdb_ready):
+    # HOUSE_LIMIT: the test keyspace gathers the houses of every test run, beyond the default 1000
     app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "SECRET_KEY": TEST_SECRET_KEY,
-                      "BLIP_MAX_WAIT_S": 0.6, "BLIP_KEEPALIVE_S": 0.1, "SSE_HEARTBEAT_S": 0.5})
+                      "BLIP_MAX_WAIT_S": 0.6, "BLIP_KEEPALIVE_S": 0.1, "SSE_HEARTBEAT_S": 0.5, "HOUSE_LIMIT": 100_000})
     yield app
     shutdown(app)
 

@@ -4,8 +4,8 @@ import time
 import pytest
 
 from tests.webapp.conftest import D1, admin_client
-from webapp import create_app, shutdown
-from webapp.cache import ResponseCache
+from webapp import create_app, queries, shutdown
+from webapp.cache import KnownKeys, ResponseCache
 
 
 class Clock:
@@ -104,3 +104,44 @@ def test_answers_are_cached_per_house_and_range_and_unknown_houses_are_not(app_w
     assert client.get(f"/api/houses/{newcomer}/daily?from=2024-03-01&to=2024-03-01").status_code == 404
     cassandra_session.execute("INSERT INTO houses (house_id, zip) VALUES (%s, '02139')", (newcomer,))
     assert client.get(f"/api/houses/{newcomer}/daily?from=2024-03-01&to=2024-03-01").status_code == 200
+
+
+def test_known_keys_expire_and_stay_bounded():
+    clock = Clock()
+    known = KnownKeys(ttl_s=10, max_entries=2, clock=clock)
+    known.add("a")
+    known.add("b")
+    assert "a" in known and "b" in known
+    known.add("c")
+    assert "a" not in known and "c" in known and len(known) == 2  # the oldest left
+    clock.now_s += 10
+    assert "b" not in known and "c" not in known and len(known) == 0
+    off = KnownKeys(ttl_s=0, clock=clock)
+    off.add("a")
+    assert "a" not in off
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("house_ttl_s, lookups", [(60, 1), (0, 3)])
+def test_a_known_house_is_looked_up_once_per_ttl(settings, cassandra_session, rethinkdb_ready, house_days,
+                                                  house_ttl_s, lookups):
+    app = create_app({"TESTING": True, "SMW_SETTINGS": settings, "DAILY_CACHE_TTL_S": 0,
+                      "HOUSE_CACHE_TTL_S": house_ttl_s})
+    try:
+        client = admin_client(app)
+        store = app.extensions["smw_cassandra"]
+        sent, start = [], store.start
+
+        def counting_start(statement, params=()):
+            sent.append(statement)
+            return start(statement, params)
+        store.start = counting_start
+        for _ in range(3):
+            assert fridge_kwh(client, house_days) == 1.2
+        assert sent.count(queries.HOUSE_QUERY) == lookups and sent.count(queries.DAILY_QUERY) == 3
+        unknown = f"/api/houses/{house_days}-none/daily?from=2024-03-01&to=2024-03-01"
+        assert client.get(unknown).status_code == 404
+        assert client.get(unknown).status_code == 404  # an unknown house is asked for every time
+        assert sent.count(queries.HOUSE_QUERY) == lookups + 2
+    finally:
+        shutdown(app)
