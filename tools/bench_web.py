@@ -1,8 +1,8 @@
-"""Web benchmarks: house daily-kWh API latency under 50 clients over 1,000 houses, one alert to 1,000 SSE subscribers.
+"""Web benchmarks: house daily-kWh API latency under 50 clients over 1,000 houses, one alert to 200 SSE subscribers.
 
     python -m tools.bench_web [--clients 50] [--seconds 10] [--warmup-s 3] [--client-processes 2]
                            [--processes 1,2] [--threads 16] [--houses 1000] [--repeats 3]
-                           [--subscribers 1000]
+                           [--subscribers 200]
 
 The server is `python -m webapp` in a child process (`ServerProcess`); the API clients
 run in other processes (keep-alive connections, one per client thread), so neither
@@ -173,7 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--houses", type=int, default=1000, help="distinct houses the API clients ask for")
     parser.add_argument("--days", type=int, default=30, help="days of sample data per house")
     parser.add_argument("--repeats", type=int, default=3, help="runs per row; the table shows their medians")
-    parser.add_argument("--subscribers", type=int, default=1000, help="SSE subscribers to one alert")
+    parser.add_argument("--subscribers", type=int, default=200,
+                        help="SSE subscribers to one alert (default 200: the server holds a thread per stream, and "
+                             "waitress's select() fails past ~1,000 open sockets; see docs/webapp.md)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=JSON",
                         help='another row with these SMW_WEB_* options, e.g. \'nohouse={"HOUSE_CACHE_TTL_S": 0}\' '
                              "(measured in the same rounds as the others; repeatable)")
