@@ -1,6 +1,6 @@
 """Headless Chromium: a household signs in through the login form, sees its house and its live
-alerts (an alert inserted into RethinkDB appears as text, another house's never does), and
-cannot open another house."""
+alerts (an alert inserted into RethinkDB appears as text, another house's never does), saves
+its notification settings, and cannot open another house."""
 import time
 import uuid
 
@@ -15,8 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.browser]
 PASSWORD = "a household's own password"
 
 
-def test_a_household_signs_in_and_sees_its_live_alerts_and_no_other_house(settings, rethinkdb_ready, cassandra_session,
-                                                                           house_id, insert_alert):
+def test_a_household_signs_in_and_sees_its_live_alerts_its_settings_and_no_other_house(
+        settings, rethinkdb_ready, cassandra_session, house_id, insert_alert):
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -54,6 +54,20 @@ def test_a_household_signs_in_and_sees_its_live_alerts_and_no_other_house(settin
                 lambda d: "closed" in d.find_element(By.CSS_SELECTOR, f'tr[data-alert-id="{alert["id"]}"]').text)
             assert not driver.find_elements(By.CSS_SELECTOR, f'tr[data-alert-id="{theirs["id"]}"]')
             assert other not in driver.find_element(By.ID, "alerts").text
+
+            # its notification settings: saved from the form (a cookie session: the page's CSRF token)
+            driver.get(f"{server.url}/settings/notifications")
+            WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "notify-form")))
+            email = driver.find_element(By.NAME, "email")
+            email.clear()
+            email.send_keys(f"{name}@example.org")
+            driver.find_element(By.CSS_SELECTOR, "#notify-form button[type=submit]").click()
+            WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "save-status").text == "saved"
+                                            or d.find_element(By.ID, "save-status").text.startswith("not saved"))
+            assert driver.find_element(By.ID, "save-status").text == "saved"
+            driver.refresh()  # the form is filled from GET /api/me/notifications
+            WebDriverWait(driver, 10).until(
+                lambda d: d.find_element(By.NAME, "email").get_attribute("value") == f"{name}@example.org")
 
             driver.get(f"{server.url}/houses/{house_id}")
             assert house_id in driver.find_element(By.TAG_NAME, "h1").text
