@@ -57,8 +57,9 @@ def session(app_name: str, settings: config.Settings, listener=None, conf: dict[
     finally:
         try:
             spark.stop()
-        except Py4JError:
-            # A SIGTERM to the whole process group (a service manager's stop) ends the JVM too.
+        except (Py4JError, ConnectionError):
+            # A SIGTERM to the whole process group (a service manager's stop) ends the JVM too: Py4J
+            # then fails on its open connection, or is refused a new one.
             logging.getLogger(__name__).info("Spark had already stopped")
 
 
@@ -185,7 +186,7 @@ def await_queries(queries, logger: logging.Logger, what: str, stopping=None, pol
     except StreamingQueryException as exc:
         logger.error("%s failed: %s", what, exc)
         return 1
-    except Py4JError:
+    except (Py4JError, ConnectionError):
         if stopping is None or not stopping.is_set():
             raise
         # The signal went to the whole process group (a service manager's stop, `kill -- -PGID`):
