@@ -50,6 +50,17 @@ def open_stream(client, url, headers=None):
     return stream, stream.events
 
 
+def replayed_ids(events, timeout_s: float = 5) -> list[str]:
+    """The ids of the alerts a stream sends before its ": ready" comment (its initial state)."""
+    replayed = []
+    while True:
+        kind, value = events.get(timeout=timeout_s)
+        if kind == "comment" and value == "ready":
+            return replayed
+        if kind == "alert":
+            replayed.append(value[1]["id"])
+
+
 def wait_for(events, predicate, timeout_s):
     deadline = time.monotonic() + timeout_s
     while True:
@@ -99,13 +110,7 @@ def test_resume_with_last_event_id_replays_live_and_history_alerts(client, cassa
          utc(2000, 1, 1).fromtimestamp(now_s - 5, utc(2000, 1, 1).tzinfo)))
     resume_ms = int((now_s - 50) * 1000)
     response, events = open_stream(client, f"/alerts/stream?house_id={house_id}", {"Last-Event-ID": str(resume_ms)})
-    replayed = []
-    while True:
-        kind, value = events.get(timeout=5)
-        if kind == "comment" and value == "ready":
-            break
-        if kind == "alert":
-            replayed.append(value[1]["id"])
+    replayed = replayed_ids(events)
     assert replayed == [live["id"], "hist-1"]  # oldest update first; `before` was already seen
     assert before["id"] not in replayed
     response.close()

@@ -6,7 +6,7 @@ import pytest
 from werkzeug.exceptions import ServiceUnavailable
 
 from tests.webapp.conftest import D1, D2, bearer, make_alert
-from tests.webapp.test_alerts import open_stream, wait_for
+from tests.webapp.test_alerts import open_stream, replayed_ids, wait_for
 from tools.server import ServerProcess, make_user
 from webapp import alert_store, streams
 
@@ -99,13 +99,7 @@ def test_resume_replays_at_most_the_resume_window(app, client, house_id, insert_
     recent = insert_alert(make_alert(house_id, updated_ts_s=now_s - 600, start_ts_s=now_s - 600))
     resume_ms = int((now_s - 3 * 86400) * 1000)
     stream, events = open_stream(client, f"/alerts/stream?house_id={house_id}", {"Last-Event-ID": str(resume_ms)})
-    replayed = []
-    while True:
-        kind, value = events.get(timeout=5)
-        if kind == "comment" and value == "ready":
-            break
-        if kind == "alert":
-            replayed.append(value[1]["id"])
+    replayed = replayed_ids(events)
     assert recent["id"] in replayed and old["id"] not in replayed
     stream.close()
     stream.response.close()
