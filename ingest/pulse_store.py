@@ -85,6 +85,10 @@ class Rollups:
                                                   for meter, start in minutes])
         self._run(self.insert_minute, [(meter, day_of(start), start, row.blinks, row.sum_ms, row.min_ms, row.max_ms)
                                        for (meter, start), (row,) in zip(minutes, figures) if row.blinks])
+        self.refresh_hours(minutes)
+
+    def refresh_hours(self, minutes: list[tuple[str, int]]) -> None:
+        """Recompute the hours of (meter_id, minute_ms) minutes from their minute rows."""
         hours = sorted({(meter, start - start % HOUR_MS) for meter, start in minutes})
         found = self._run(self.hour_minutes, [(meter, day_of(start), start, start + HOUR_MS) for meter, start in hours])
         rows = []
@@ -97,11 +101,19 @@ class Rollups:
 
     def rebuild(self, meter_id: str, day: dt.date) -> int:
         """Recompute every minute and hour of one day partition from its points; the points read."""
-        stamps = [row.stamp_ms for row in self.session.execute(
-            "SELECT stamp_ms FROM pulse_points WHERE meter_id = %s AND day = %s", (meter_id, day))]
-        if stamps:
-            self.refresh([(meter_id, stamp_ms) for stamp_ms in stamps])
-        return len(stamps)
+        figures: dict[int, list[int]] = {}  # minute_ms -> [blinks, sum_ms, min_ms, max_ms], from the rows read
+        points = 0
+        for row in self.session.execute("SELECT stamp_ms, ms FROM pulse_points WHERE meter_id = %s AND day = %s",
+                                        (meter_id, day)):
+            points += 1
+            found = figures.setdefault(row.stamp_ms - row.stamp_ms % MINUTE_MS, [0, 0, row.ms, row.ms])
+            found[0] += 1
+            found[1] += row.ms
+            found[2], found[3] = min(found[2], row.ms), max(found[3], row.ms)
+        if figures:
+            self._run(self.insert_minute, [(meter_id, day, start, *values) for start, values in sorted(figures.items())])
+            self.refresh_hours([(meter_id, start) for start in figures])
+        return points
 
 
 def store_points(session, points: list[tuple[str, int, int]]) -> None:
