@@ -1,6 +1,6 @@
 """Smart Meter Watchdog web application: dashboard pages, JSON API, live alerts, pulse-meter API.
 
-    python -m webapp            # production WSGI server (waitress) on 127.0.0.1:8000
+    python -m webapp            # production server (uvicorn's event loop, Flask in worker threads) on 127.0.0.1:8000
     flask --app webapp run      # development server
 
 The app factory follows Flask's tutorial (flaskr): `create_app(test_config=None)`,
@@ -38,15 +38,15 @@ DEFAULTS = {
     # admin's) replays from the live store only.
     "SSE_RESUME_MAX_S": 86400.0,
     "SSE_RESUME_MAX_HOUSES": 32,
-    # Long-lived answers each hold a server thread (webapp/streams.py): at most this many open alert
-    # streams and /blip waits per user (per client address when anonymous) in each process, and
-    # STREAMS_MAX of all kinds together; beyond, 503 with Retry-After. STREAMS_MAX null: under
-    # `python -m webapp`, the threads minus min(STREAMS_RESERVE_THREADS, threads / 2), kept for
-    # pages and the API; elsewhere (the development server, tests) no process bound.
+    # Long-lived answers wait on the server's event loop (webapp/asgi.py), each holding a socket: at most
+    # this many open alert streams and /blip waits per user (per client address when anonymous) in each
+    # process, and STREAMS_MAX of all kinds together; beyond, 503 with Retry-After. STREAMS_MAX null:
+    # under `python -m webapp`, the open-file limit minus min(STREAMS_RESERVE_FILES, limit / 2), kept
+    # for pages, the API and the data stores; elsewhere (the development server, tests) no process bound.
     "SSE_MAX_STREAMS_PER_USER": 8,
     "BLIP_MAX_WAITS_PER_USER": 8,
     "STREAMS_MAX": None,
-    "STREAMS_RESERVE_THREADS": 16,
+    "STREAMS_RESERVE_FILES": 1024,
     "MAX_RANGE_DAYS": 366,
     "MAX_COST_DAYS": 92,
     "HOUSE_LIMIT": 1000,

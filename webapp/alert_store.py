@@ -2,10 +2,12 @@
 and the process-wide changefeed that fans changes out to every live-feed subscriber."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
+from collections import deque
 
 from rethinkdb.errors import ReqlError
 
@@ -121,27 +123,92 @@ class Subscriber:
         self.queue.put_nowait(marker)
 
 
+class LoopSubscriber:
+    """A live-feed client whose stream is a coroutine on an event loop (webapp/asgi.py): the changefeed's
+    thread hands it each alert of its houses through the loop (call_soon_threadsafe), into a bounded
+    queue that the coroutine awaits with get()."""
+
+    OVERFLOW, CLOSED = Subscriber.OVERFLOW, Subscriber.CLOSED
+
+    def __init__(self, house_ids: frozenset[str] | None, loop: asyncio.AbstractEventLoop, size: int = 1000):
+        self.house_ids = house_ids
+        self.loop = loop
+        self.size = size
+        self.pending: deque = deque()
+        self.ended = None  # OVERFLOW or CLOSED: what get() answers from then on
+        self.overflowed = False
+        self.woken = asyncio.Event()
+
+    def offer(self, alert: dict) -> None:
+        """From the changefeed's thread."""
+        if self.overflowed or (self.house_ids is not None and alert.get("house_id") not in self.house_ids):
+            return
+        self._on_loop(self._put, alert)
+
+    def close(self) -> None:
+        """From any thread: end the stream, dropping what it has not sent."""
+        self.overflowed = True
+        self._on_loop(self._end, self.CLOSED)
+
+    def _on_loop(self, function, argument) -> None:
+        try:
+            self.loop.call_soon_threadsafe(function, argument)
+        except RuntimeError:  # the loop is closed, and the stream with it
+            pass
+
+    def _put(self, alert: dict) -> None:
+        if self.ended is not None:
+            return
+        if len(self.pending) >= self.size:
+            # a client too slow to keep up is dropped; it reconnects and resumes with Last-Event-ID
+            self.overflowed = True
+            self._end(self.OVERFLOW)
+            return
+        self.pending.append(alert)
+        self.woken.set()
+
+    def _end(self, marker) -> None:
+        if self.ended is None:
+            self.ended = marker
+            self.pending.clear()
+        self.woken.set()
+
+    async def get(self, timeout_s: float):
+        """On the loop: the next alert, OVERFLOW or CLOSED, or None when none comes within timeout_s."""
+        if not self.pending and self.ended is None:
+            self.woken.clear()
+            try:
+                await asyncio.wait_for(self.woken.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                return None
+        if self.ended is not None:
+            return self.ended
+        return self.pending.popleft()
+
+
 class AlertHub:
     """One RethinkDB changefeed per process, fanned out to subscriber queues.
 
     The feed is a plain `table.changes()` (reqlite supports no filtered or ordered
-    changefeeds); subscribers filter by house themselves. `stop()` is final: it closes
-    every subscriber, so SSE streams end and the server's threads can finish."""
+    changefeeds); subscribers filter by house themselves. A subscriber is a thread's queue
+    (`Subscriber`) or, under the event-loop server, a coroutine's (`LoopSubscriber`).
+    `stop()` is final: it closes every subscriber, so SSE streams end and the server can stop."""
 
     def __init__(self, settings, retry_s: float = 1.0):
         self._settings = settings
         self._retry_s = retry_s
         self._lock = threading.Lock()
-        self._subscribers: set[Subscriber] = set()
+        self._subscribers: set[Subscriber | LoopSubscriber] = set()
         self._thread: threading.Thread | None = None
         self._conn = None
         self._stopping = threading.Event()
         self.ready = threading.Event()
 
-    def subscribe(self, house_ids: frozenset[str] | None = None, wait_s: float = 5.0) -> Subscriber:
-        """A new subscriber to the alerts of house_ids (None: every house); waits until the
-        changefeed is open so nothing after this call is missed."""
-        subscriber = Subscriber(house_ids)
+    def subscribe(self, house_ids: frozenset[str] | None = None, wait_s: float = 5.0,
+                  loop: asyncio.AbstractEventLoop | None = None) -> Subscriber | LoopSubscriber:
+        """A new subscriber to the alerts of house_ids (None: every house), read by a thread, or by a
+        coroutine on `loop`; waits until the changefeed is open so nothing after this call is missed."""
+        subscriber = Subscriber(house_ids) if loop is None else LoopSubscriber(house_ids, loop)
         with self._lock:
             if self._stopping.is_set():
                 subscriber.close()
@@ -154,7 +221,7 @@ class AlertHub:
             log.warning("alert changefeed not open after %.1f s", wait_s)
         return subscriber
 
-    def unsubscribe(self, subscriber: Subscriber) -> None:
+    def unsubscribe(self, subscriber: Subscriber | LoopSubscriber) -> None:
         with self._lock:
             self._subscribers.discard(subscriber)
 

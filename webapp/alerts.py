@@ -1,6 +1,12 @@
-"""Live alerts: the page and its Server-Sent Events stream."""
+"""Live alerts: the page and its Server-Sent Events stream.
+
+Under `python -m webapp` a stream is authorised, bounded, subscribed and given its initial state
+(the bounded resume read) in a worker thread, then waits for changes as a coroutine on the
+server's event loop (webapp/asgi.py), holding no thread; under the development server and the
+test client the worker thread serves it to the end."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -10,11 +16,11 @@ from flask import Blueprint, Response, current_app, g, render_template, request
 
 from smw import rethink
 from webapp import params
-from webapp.alert_store import (AlertHub, Subscriber, alerts_for_house, alerts_for_houses, changed_since,
-                                recent_alerts, updated_key)
+from webapp.alert_store import (AlertHub, LoopSubscriber, Subscriber, alerts_for_house, alerts_for_houses,
+                                changed_since, recent_alerts, updated_key)
 from webapp.auth import visible_houses
 from webapp.db import cassandra
-from webapp.streams import open_stream
+from webapp.streams import event_loop, hand_over, open_stream
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,39 @@ def event_id(alert: dict) -> str:
 
 def sse_event(alert: dict) -> str:
     return f"id: {event_id(alert)}\nevent: alert\ndata: {json.dumps(alert, separators=(',', ':'))}\n\n"
+
+
+class Sent:
+    """The last update of each alert a stream has sent, so that a change its initial state already
+    held is not sent again."""
+
+    def __init__(self):
+        self.updated: dict[str, float] = {}
+
+    def event(self, alert: dict) -> str | None:
+        """The alert's SSE event, or None when the stream sent it at this update or a later one."""
+        if alert["id"] in self.updated and self.updated[alert["id"]] >= updated_key(alert):
+            return None
+        self.updated[alert["id"]] = updated_key(alert)
+        return sse_event(alert)
+
+
+async def changes_on_loop(subscriber: LoopSubscriber, head: str, sent: Sent, heartbeat_s: float, write) -> None:
+    """A stream's answer after its initial state, as a coroutine on the event loop."""
+    await write(head)
+    while True:
+        alert = await subscriber.get(heartbeat_s)
+        if alert is None:
+            await write(": keepalive\n\n")
+        elif alert is Subscriber.OVERFLOW:
+            log.warning("live alert client too slow; closing its stream")
+            return
+        elif alert is Subscriber.CLOSED:
+            return  # the server is shutting down; the browser reconnects with Last-Event-ID
+        else:
+            event = sent.event(alert)
+            if event is not None:
+                await write(event)
 
 
 @bp.get("/alerts")
@@ -68,9 +107,11 @@ def stream():
     house_limit = int(config["HOUSE_LIMIT"])
     history_houses = int(config["SSE_RESUME_MAX_HOUSES"])
     release = open_stream("alert streams", "SSE_MAX_STREAMS_PER_USER")  # 503 beyond the bounds
+    loop = event_loop()
     try:
         feed = hub()
-        subscriber = feed.subscribe(house_ids)  # before the initial state is read: nothing falls in between
+        # before the initial state is read: nothing falls in between
+        subscriber = feed.subscribe(house_ids, loop=loop)
     except BaseException:
         release()
         raise
@@ -87,13 +128,13 @@ def stream():
                 found = alerts_for_houses(conn, sorted(house_ids)[:house_limit], snapshot_limit)
         return sorted(found, key=updated_key)
 
+    sent = Sent()
+
     def events():
-        sent: dict[str, float] = {}
         try:
             yield "retry: 2000\n\n"
             for alert in initial_state():
-                sent[alert["id"]] = updated_key(alert)
-                yield sse_event(alert)
+                yield sent.event(alert) or ""
             yield ": ready\n\n"
             while True:
                 try:
@@ -106,14 +147,24 @@ def stream():
                     return
                 if alert is Subscriber.CLOSED:
                     return  # the server is shutting down; the browser reconnects with Last-Event-ID
-                if alert["id"] in sent and sent[alert["id"]] >= updated_key(alert):
-                    continue  # already sent by the initial state
-                sent[alert["id"]] = updated_key(alert)
-                yield sse_event(alert)
+                event = sent.event(alert)
+                if event is not None:  # else already sent by the initial state
+                    yield event
         finally:
             feed.unsubscribe(subscriber)
 
-    response = Response(events(), mimetype="text/event-stream",
+    if loop is None:  # this thread serves the stream to its end
+        body = events()
+    else:  # the initial state is read here; then the stream waits on the event loop, holding no thread
+        try:
+            head = "".join(["retry: 2000\n\n", *(sent.event(alert) or "" for alert in initial_state()), ": ready\n\n"])
+        except BaseException:
+            feed.unsubscribe(subscriber)
+            release()
+            raise
+        hand_over(functools.partial(changes_on_loop, subscriber, head, sent, heartbeat_s))
+        body = iter(())  # not a list: no Content-Length
+    response = Response(body, mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     # on close, also when the stream never started (a generator's finally would not run then)
     response.call_on_close(lambda: feed.unsubscribe(subscriber))

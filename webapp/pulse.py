@@ -13,9 +13,14 @@ of the last x ms: a meter called x wins; otherwise, with a default meter set and
 digits, it is the single-meter form. Every numeric parameter is a non-negative integer
 of at most 15 digits (else HTTP 400); stamps beyond year 9999 read as year 9999.
 Answers carry `Cache-Control` and CORS headers as the original (`PULSE_CORS_ORIGIN`).
+
+A /blip wait is authorised, bounded and joined to its meter's watch in a worker thread; under
+`python -m webapp` it then waits as a coroutine on the server's event loop (webapp/asgi.py),
+holding no thread, woken by the watch when points come.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
@@ -29,7 +34,7 @@ from werkzeug.exceptions import NotFound, ServiceUnavailable
 from webapp import params
 from webapp.db import CassandraStore, cassandra
 from webapp.errors import BadParameter
-from webapp.streams import open_stream
+from webapp.streams import event_loop, hand_over, open_stream
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +368,7 @@ class Watch:
     def __init__(self, owner: "Watches", store: CassandraStore, meter_id: str):
         self.owner, self.store, self.meter_id, self.stop = owner, store, meter_id, owner.stop_event
         self.cond = threading.Condition()
+        self.listeners: set = set()  # functions told, from the poller's thread, of new points and of the end
         self.recent: deque[list[int]] = deque(maxlen=1000)
         self.seen_ms = -1
         self.waiters = 0
@@ -390,6 +396,7 @@ class Watch:
         finally:
             with self.cond:
                 self.cond.notify_all()
+            self.tell()
 
     def poll(self) -> None:
         if self.seen_ms < 0:
@@ -402,15 +409,42 @@ class Watch:
                 self.recent.extend(fresh)
                 self.seen_ms = fresh[-1][0]
                 self.cond.notify_all()
+            self.tell()
+
+    def tell(self) -> None:
+        with self.cond:
+            listeners = list(self.listeners)
+        for listener in listeners:
+            listener()
+
+    def listen(self, listener) -> None:
+        with self.cond:
+            self.listeners.add(listener)
+
+    def unlisten(self, listener) -> None:
+        with self.cond:
+            self.listeners.discard(listener)
+
+    @property
+    def watching(self) -> bool:
+        return not self.stop.is_set() and self.thread.is_alive()
+
+    def point_after(self, after_ms: int) -> list[int] | None:
+        """The first point after after_ms that the watch holds, at once."""
+        with self.cond:
+            for found in self.recent:
+                if found[0] > after_ms:
+                    return found
+        return None
 
     def next_after(self, after_ms: int, timeout_s: float) -> list[int] | None:
         """The first point after after_ms, waiting up to timeout_s for it."""
         deadline = time.monotonic() + timeout_s
         with self.cond:
-            while not self.stop.is_set() and self.thread.is_alive():
-                for found in self.recent:
-                    if found[0] > after_ms:
-                        return found
+            while self.watching:
+                found = self.point_after(after_ms)
+                if found is not None:
+                    return found
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
@@ -507,6 +541,11 @@ def blip(meter_id):
     keepalive_s = float(current_app.config["BLIP_KEEPALIVE_S"])
     max_wait_s = float(current_app.config["BLIP_MAX_WAIT_S"]) or float("inf")
     asked, after_ms = time.monotonic(), watch.seen_ms
+    if event_loop() is not None:  # the wait goes on as a coroutine on the event loop, holding no thread
+        hand_over(functools.partial(wait_on_loop, watch, after_ms, keepalive_s, max_wait_s))
+        response = Response(iter(()), mimetype="application/json", headers={"X-Accel-Buffering": "no"})
+        response.call_on_close(leave)
+        return response
 
     def body():
         try:
@@ -525,3 +564,40 @@ def blip(meter_id):
     response = Response(body(), mimetype="application/json", headers={"X-Accel-Buffering": "no"})
     response.call_on_close(leave)
     return response
+
+
+async def wait_on_loop(watch: Watch, after_ms: int, keepalive_s: float, max_wait_s: float, write) -> None:
+    """A /blip wait as a coroutine: the first point after after_ms, a space every keepalive_s until it
+    comes, nothing more after max_wait_s. The watch wakes it through the loop when points come."""
+    loop = asyncio.get_running_loop()
+    woken = asyncio.Event()
+
+    def wake() -> None:  # from the watch's thread
+        try:
+            loop.call_soon_threadsafe(woken.set)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    watch.listen(wake)
+    try:
+        asked = loop.time()
+        keepalive_at, end_at = asked + keepalive_s, asked + max_wait_s
+        while watch.watching:
+            woken.clear()
+            found = watch.point_after(after_ms)
+            if found is not None:
+                await write(f"[{found[0]},{found[1]}]")
+                return
+            now = loop.time()
+            if now >= end_at:
+                return  # an answer without a point: the page's error path asks again
+            if now >= keepalive_at:
+                await write(" ")
+                keepalive_at = now + keepalive_s
+                continue
+            try:
+                await asyncio.wait_for(woken.wait(), min(keepalive_at, end_at) - now)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        watch.unlisten(wake)

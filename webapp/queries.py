@@ -8,6 +8,8 @@ import statistics
 from collections import defaultdict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
+
 from webapp.db import CassandraStore
 from webapp.tariff import MAX_BOUNDED_S, Tariff, TariffError, Unpriceable, Version, timeline
 
@@ -80,15 +82,21 @@ def local_yesterday(tz_name: str | None, now: dt.datetime) -> dt.date:
     return now.astimezone(house_zone(tz_name)).date() - dt.timedelta(days=1)
 
 
+OVERVIEW_DAYS_BACK = 7  # how old a house's newest totals may be to stand in for yesterday's
+
+
 def overview(store: CassandraStore, open_alerts: list[dict], limit: int, now: dt.datetime) -> dict:
-    """Every house with yesterday's (house-local) totals, open alerts and the top consumers."""
+    """Every house with its newest day's totals up to its local yesterday (within
+    OVERVIEW_DAYS_BACK days: after local midnight the nightly job has not yet run for the day
+    that just ended), open alerts and the top consumers."""
     house_list = houses(store, limit)
-    days = [local_yesterday(h["tz"], now) for h in house_list]
+    yesterdays = [local_yesterday(h["tz"], now) for h in house_list]
     results = store.many(
-        "SELECT mains_kwh, circuits_kwh, untracked_kwh, coverage FROM daily_house_totals "
-        "WHERE house_id = ? AND day = ?",
-        [(h["house_id"], d) for h, d in zip(house_list, days)],
+        "SELECT day, mains_kwh, circuits_kwh, untracked_kwh, coverage FROM daily_house_totals "
+        "WHERE house_id = ? AND day >= ? AND day <= ? LIMIT 1",
+        [(h["house_id"], d - dt.timedelta(days=OVERVIEW_DAYS_BACK - 1), d) for h, d in zip(house_list, yesterdays)],
     )
+    days = [day_of(found[0].day) if found else d for d, found in zip(yesterdays, results)]
     open_by_house: dict[str, int] = defaultdict(int)
     for alert in open_alerts:
         open_by_house[alert.get("house_id")] += 1
@@ -135,53 +143,33 @@ def totals_rows(store: CassandraStore, house_id: str, start: dt.date, end: dt.da
     return store.rows(TOTALS_QUERY, totals_params(house_id, start, end))
 
 
+DOCS_QUERY = "SELECT doc FROM daily_house_docs WHERE house_id = ? AND day >= ? AND day <= ? LIMIT ?"
+
+
 def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.date,
                 house_known: bool = False) -> dict | None:
     """Daily kWh per appliance (channels of one appliance summed), mains and untracked, oldest day
-    first; None when the house is unknown. The house (unless house_known), its days and its totals
-    are read at once."""
+    first, with the range's totals; None when the house is unknown. The days are the nightly
+    job's documents (daily_house_docs): one row per day, read with the house (unless house_known)
+    at once."""
     house_rows = None if house_known else store.start(HOUSE_QUERY, (house_id,))
-    daily = store.start(DAILY_QUERY, daily_params(house_id, start, end))
-    totals_found = store.start(TOTALS_QUERY, totals_params(house_id, start, end))
-    daily, totals_found = list(daily.result()), list(totals_found.result())
+    docs = store.start(DOCS_QUERY, totals_params(house_id, start, end))
+    days_out = [orjson.loads(row.doc) for row in docs.result()]
     if house_rows is not None and not list(house_rows.result()):
         return None
-    per_day: dict[dt.date, dict[str, float]] = {}
     by_appliance: dict[str, float] = defaultdict(float)
-    days_of: dict = {}  # driver dates -> datetime.date, converted once per day
-    for row in daily:
-        if row.energy_kwh is None or is_mains(row):
-            continue
-        day = days_of.get(row.day)
-        if day is None:
-            day = days_of[row.day] = day_of(row.day)
-        name = series_name(row)
-        appliances = per_day.get(day)
-        if appliances is None:
-            appliances = per_day[day] = defaultdict(float)
-        appliances[name] += row.energy_kwh
-        by_appliance[name] += row.energy_kwh
-    totals = {day_of(r.day): r for r in totals_found}
-    days_out = []
-    for day in sorted(set(per_day) | set(totals)):
-        t = totals.get(day)
-        appliances = per_day.get(day, {})
-        days_out.append({
-            "day": day.isoformat(),
-            "mains_kwh": t.mains_kwh if t else None,
-            "circuits_kwh": t.circuits_kwh if t else round(sum(appliances.values()), 6),
-            "untracked_kwh": t.untracked_kwh if t else None,
-            "coverage": t.coverage if t else None,
-            "appliances": {k: round(v, 6) for k, v in sorted(appliances.items())},
-        })
-    mains_kwh = sum(d["mains_kwh"] for d in days_out if d["mains_kwh"] is not None)
-    untracked_kwh = sum(d["untracked_kwh"] for d in days_out if d["untracked_kwh"] is not None)
-    # A share compares like with like: an appliance's energy on the days that have a mains total.
-    with_mains: dict[str, float] = defaultdict(float)
+    with_mains: dict[str, float] = defaultdict(float)  # energy on the days that have a mains total
+    mains_kwh = untracked_kwh = 0.0
     for d in days_out:
-        if d["mains_kwh"] is not None:
-            for name, kwh in d["appliances"].items():
+        mains = d["mains_kwh"]
+        if d["untracked_kwh"] is not None:
+            untracked_kwh += d["untracked_kwh"]
+        for name, kwh in d["appliances"].items():
+            by_appliance[name] += kwh
+            if mains is not None:
                 with_mains[name] += kwh
+        if mains is not None:
+            mains_kwh += mains
     ordered = sorted(by_appliance, key=lambda k: -by_appliance[k])
     return {
         "house_id": house_id, "from": start.isoformat(), "to": end.isoformat(),
@@ -191,7 +179,7 @@ def house_daily(store: CassandraStore, house_id: str, start: dt.date, end: dt.da
             "mains_kwh": round(mains_kwh, 6),
             "untracked_kwh": round(untracked_kwh, 6),
             "by_appliance": {k: round(by_appliance[k], 6) for k in ordered},
-            # share of mains over the days that have a mains total
+            # A share compares like with like: an appliance's energy on the days that have a mains total.
             "share_of_mains": {
                 k: (round(with_mains[k] / mains_kwh, 4) if mains_kwh > 0 else None) for k in ordered
             },

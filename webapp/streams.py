@@ -1,10 +1,14 @@
-"""Bounds on long-lived answers (alert SSE streams, /blip long polls) in each server process.
+"""Long-lived answers (alert SSE streams, /blip long polls): their bounds in each server process, and
+how a view hands the rest of its answer to the server's event loop.
 
-Each open stream holds one waitress thread. Without a bound, one user (or a few hundred
-browser tabs) could hold every thread and starve the pages and the API. So each kind of
-stream is bounded per user (per client address for anonymous open meters) and all of
-them together per process, leaving threads for everything else; beyond a bound the
-answer is 503 with Retry-After and a JSON error, and the client tries again later.
+Under `python -m webapp` an open stream waits as a coroutine on the event loop (webapp/asgi.py)
+and costs a socket, not a thread; still, without a bound one user (or a few thousand browser
+tabs) could hold every socket the process may open. So each kind of stream is bounded per
+user (per client address for anonymous open meters) and all of them together per process;
+beyond a bound the answer is 503 with Retry-After and a JSON error, and the client tries again
+later. The views check the bounds, subscribe and read what has to block in their worker
+thread, then `hand_over()` a coroutine when `event_loop()` is set; without a loop (the
+development server, Flask's test client) they serve the stream from that thread.
 """
 from __future__ import annotations
 
@@ -16,12 +20,28 @@ from flask import Flask, current_app, g, request
 from werkzeug.exceptions import ServiceUnavailable
 
 RETRY_AFTER_S = 10
+LOOP_KEY = "smw.event_loop"  # in the WSGI environ under the event-loop server (webapp/asgi.py): its loop
+STREAM_KEY = "smw.stream"    # set by a view that hands the rest of its answer to that loop
 
 
-def streams_max_for(threads: int, reserve: int) -> int:
-    """Open streams a server of `threads` threads allows: all but a reserve of min(reserve, threads / 2)
-    threads, which always stay free for pages and API requests."""
-    return max(1, threads - min(max(reserve, 0), threads // 2))
+def event_loop():
+    """The event loop that serves this request's stream, or None (the development server and the
+    test client: the view answers its stream from its own thread)."""
+    return request.environ.get(LOOP_KEY)
+
+
+def hand_over(stream) -> None:
+    """Let the event loop write the rest of this request's answer: `stream(write)` is a coroutine
+    function, awaited on the loop once the view's response (status, headers) is out; it awaits
+    `write(text)` for each part and returns at the end. The response's call_on_close callbacks
+    run when it returns or the client leaves. Only when event_loop() is not None."""
+    request.environ[STREAM_KEY] = stream
+
+
+def streams_max_for(capacity: int, reserve: int) -> int:
+    """Open streams a process allows out of `capacity` (its open-file limit under `python -m webapp`):
+    all but a reserve of min(reserve, capacity / 2), which stays for pages, the API and the data stores."""
+    return max(1, capacity - min(max(reserve, 0), capacity // 2))
 
 
 class StreamLimiter:

@@ -151,7 +151,7 @@ def test_dashboard_pages_answer_with_data(demo):
     status, body = get(f"{demo['url']}/api/overview", token)
     overview = json.loads(body)
     assert status == 200 and len(overview["houses"]) == HOUSES
-    assert all(h["mains_kwh"] and h["mains_kwh"] > 0 for h in overview["houses"])
+    assert all(h["mains_kwh"] and h["mains_kwh"] > 0 for h in overview["houses"]), overview["houses"]
     house_id = overview["houses"][0]["house_id"]
     first = (demo_today() - dt.timedelta(days=DAYS)).isoformat()
     last = (demo_today() - dt.timedelta(days=1)).isoformat()

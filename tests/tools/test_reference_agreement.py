@@ -15,6 +15,7 @@ from tools import reference
 from datasets import generator
 from ingest import land
 from smw import messages
+from tests.nightly_outputs import OUTPUT_COLUMNS, assert_outputs_agree, duckdb_rows, spark_rows
 
 pytestmark = pytest.mark.spark
 FIRST, LAST = dt.date(2024, 4, 1), dt.date(2024, 4, 2)
@@ -65,44 +66,6 @@ def reference_outputs(readings_path, houses_path, first=FIRST, last=LAST):
     return daily, limits
 
 
-# Each output: its key columns and its value columns, as in infra/cql/001_serving.cql.
-OUTPUT_COLUMNS = {
-    "hourly_energy": (["house_id", "day", "hour_start_s", "meter"], ["energy_kwh", "mean_w", "min_w", "max_w", "samples"]),
-    "daily_energy_by_house": (["house_id", "day", "meter"], ["label", "appliance", "energy_kwh", "coverage", "samples"]),
-    "daily_house_totals": (["house_id", "day"], ["mains_kwh", "circuits_kwh", "untracked_kwh", "coverage"]),
-    "daily_energy_by_appliance": (["appliance", "day", "house_id"], ["energy_kwh", "share_of_mains"]),
-    "daily_energy_by_zip": (["day", "zip"], ["energy_kwh", "houses"]),
-    "thresholds": (["house_id", "meter"], ["appliance", "quantile", "threshold_w", "samples", "normal_peak_w",
-                                           "fleet_meters", "min_run_s", "peak_days", "window_days"]),
-}
-
-
-def spark_rows(frame, table):
-    from pyspark.sql import functions as F
-
-    if table == "hourly_energy":  # compared as epoch seconds: no client time zone in between
-        frame = frame.withColumn("hour_start_s", F.unix_seconds("hour_start"))
-    keys, values = OUTPUT_COLUMNS[table]
-    return {tuple(r[k] for k in keys): [r[v] for v in values] for r in frame.select(*keys, *values).collect()}
-
-
-def duckdb_rows(connection, table):
-    keys, values = OUTPUT_COLUMNS[table]
-    columns = [("epoch(hour_start) AS hour_start_s" if k == "hour_start_s" else k) for k in keys] + values
-    rows = connection.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
-    return {tuple(r[:len(keys)]): list(r[len(keys):]) for r in rows}
-
-
-def same_value(spark_value, duck_value):
-    if isinstance(duck_value, float) and spark_value is not None:
-        # Differences of two sums (untracked energy) are checked against the size of the sums.
-        return spark_value == pytest.approx(duck_value, rel=1e-9, abs=1e-9)
-    if isinstance(duck_value, dict):
-        return (spark_value is not None and set(spark_value) == set(duck_value)
-                and all(same_value(spark_value[h], w) for h, w in duck_value.items()))
-    return spark_value == duck_value
-
-
 @pytest.mark.parametrize("dataset, first, last", [
     ("generated", FIRST, LAST),
     ("fall_back", dt.date(2024, 11, 2), dt.date(2024, 11, 4)),
@@ -115,14 +78,7 @@ def test_every_output_agrees_with_duckdb(spark, settings, request, dataset, firs
     out = nightly.run(spark, settings, nightly.Params(), first, last, readings_path, houses_path, write=False)
     connection = reference.connect()
     counts = reference.nightly(connection, readings_path, houses_path, first, last)
-    for table in reference.OUTPUTS:
-        expected, got = duckdb_rows(connection, table), spark_rows(out[table], table)
-        assert len(expected) == counts[table] and expected, table
-        assert set(got) == set(expected), table
-        for key, values in expected.items():
-            mismatched = [(c, g, e) for c, g, e in zip(OUTPUT_COLUMNS[table][1], got[key], values)
-                          if not same_value(g, e)]
-            assert not mismatched, (table, key, mismatched)
+    assert_outputs_agree(connection, counts, lambda table: spark_rows(out[table], table))
     if dataset == "fleet":  # both ways a fleet prior stands in for a meter are compared
         rows = duckdb_rows(connection, "thresholds").values()
         samples, fleet_meters = (OUTPUT_COLUMNS["thresholds"][1].index(c) for c in ("samples", "fleet_meters"))

@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from smw import rethink
+from tools import sample
 from webapp import accounts, create_app, shutdown
 from webapp.alert_store import normalise
 
@@ -135,6 +136,7 @@ def house_days(cassandra_session, house_id):
         s.execute("INSERT INTO hourly_energy (house_id, day, hour_start, meter, energy_kwh, mean_w, min_w, max_w, samples) "
                   "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                   (house_id, D1, utc(2024, 3, 1, hour_utc), meter, kwh, kwh * 1000, 10.0, 2000.0, 3600))
+    sample.write_day_docs(s, house_id)  # the day documents the nightly job writes beside these rows
     return house_id
 
 

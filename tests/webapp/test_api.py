@@ -75,6 +75,24 @@ def test_overview_lists_houses_open_alerts_and_top_consumers(client, cassandra_s
     assert alert["id"] in {a["id"] for a in body["open_alerts"]}
 
 
+def test_overview_shows_a_house_s_newest_day_while_yesterday_is_not_computed_yet(client, cassandra_session, house_id):
+    """Just after a house's midnight the nightly job has not run for the day that ended: the
+    overview shows the day before (its date in the row), not an empty row."""
+    from webapp.queries import OVERVIEW_DAYS_BACK, local_yesterday
+    yesterday = local_yesterday("America/New_York", dt.datetime.now(dt.timezone.utc))
+    too_old = yesterday - dt.timedelta(days=OVERVIEW_DAYS_BACK)
+    for day, mains_kwh in [(yesterday - dt.timedelta(days=2), 11.5), (yesterday - dt.timedelta(days=3), 9.0),
+                           (too_old, 7.0)]:
+        cassandra_session.execute("INSERT INTO daily_house_totals (house_id, day, mains_kwh, circuits_kwh, untracked_kwh) "
+                                  "VALUES (%s, %s, %s, 5.0, %s)", (house_id, day, mains_kwh, mains_kwh - 5.0))
+    mine = next(h for h in client.get("/api/overview").get_json()["houses"] if h["house_id"] == house_id)
+    assert mine["day"] == (yesterday - dt.timedelta(days=2)).isoformat() and mine["mains_kwh"] == 11.5
+    cassandra_session.execute("DELETE FROM daily_house_totals WHERE house_id = %s AND day IN (%s, %s)",
+                              (house_id, yesterday - dt.timedelta(days=2), yesterday - dt.timedelta(days=3)))
+    mine = next(h for h in client.get("/api/overview").get_json()["houses"] if h["house_id"] == house_id)
+    assert mine["day"] == yesterday.isoformat() and mine["mains_kwh"] is None  # a week old is too old
+
+
 def test_appliance_distribution_and_zip_totals(client, cassandra_session):
     appliance = f"toaster{time.time_ns()}"
     for house, kwh in [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 10.0)]:

@@ -4,6 +4,7 @@ import time
 import pytest
 
 from tests.webapp.conftest import D1, admin_client
+from tools import sample
 from webapp import create_app, queries, shutdown
 from webapp.cache import KnownKeys, ResponseCache
 
@@ -71,6 +72,7 @@ def rewrite_fridge(cassandra_session, house_id, kwh):
     cassandra_session.execute(
         "INSERT INTO daily_energy_by_house (house_id, day, meter, label, appliance, energy_kwh) "
         "VALUES (%s, %s, 5, 'refrigerator', 'refrigerator', %s)", (house_id, D1, kwh))
+    sample.write_day_docs(cassandra_session, house_id)
 
 
 @pytest.mark.integration
@@ -138,7 +140,7 @@ def test_a_known_house_is_looked_up_once_per_ttl(settings, cassandra_session, re
         store.start = counting_start
         for _ in range(3):
             assert fridge_kwh(client, house_days) == 1.2
-        assert sent.count(queries.HOUSE_QUERY) == lookups and sent.count(queries.DAILY_QUERY) == 3
+        assert sent.count(queries.HOUSE_QUERY) == lookups and sent.count(queries.DOCS_QUERY) == 3
         unknown = f"/api/houses/{house_days}-none/daily?from=2024-03-01&to=2024-03-01"
         assert client.get(unknown).status_code == 404
         assert client.get(unknown).status_code == 404  # an unknown house is asked for every time

@@ -6,6 +6,7 @@ import random
 import pytest
 
 from tests.webapp.conftest import D2
+from tools import sample
 
 pytestmark = pytest.mark.integration
 
@@ -14,6 +15,7 @@ def test_share_of_mains_compares_appliances_with_mains_on_the_same_days(client, 
     d3 = D2 + dt.timedelta(days=1)  # a day with a circuit but no mains (its mains meter was down)
     cassandra_session.execute("INSERT INTO daily_energy_by_house (house_id, day, meter, label, appliance, energy_kwh) "
                               "VALUES (%s, %s, 5, 'refrigerator', 'refrigerator', 5.0)", (house_days, d3))
+    sample.write_day_docs(cassandra_session, house_days)
     body = client.get(f"/api/houses/{house_days}/daily?from=2024-03-01&to=2024-03-03").get_json()
     assert body["totals"]["by_appliance"]["refrigerator"] == pytest.approx(7.2)  # every day counts here
     assert body["totals"]["share_of_mains"]["refrigerator"] == pytest.approx(2.2 / 18, abs=1e-4)  # mains days

@@ -139,8 +139,8 @@ def test_pages_and_api_answer_while_a_server_holds_its_most_streams(settings, re
     house_id = house_days
     _name, token = make_user(settings, "admin")
     headers = {"Authorization": f"Bearer {token}"}
-    # 4 threads: at most 2 streams, 2 threads kept for everything else
-    with ServerProcess(settings, {"SSE_HEARTBEAT_S": 0.2}, threads=4) as server:
+    # at most 2 streams in the process (streams hold no thread: the 2 worker threads serve everything else)
+    with ServerProcess(settings, {"SSE_HEARTBEAT_S": 0.2, "STREAMS_MAX": 2}, threads=2) as server:
         held = []
         for _ in range(2):
             conn = http.client.HTTPConnection(server.host, server.port, timeout=10)
