@@ -13,12 +13,16 @@ SMW_JARS_DIR   ?= $(CURDIR)/.deps/jars
 SPARK_CONF_DIR ?= $(abspath $(SMW_JARS_DIR)/../spark-conf)
 export SMW_JARS_DIR SPARK_CONF_DIR
 # The venv first on PATH: spark-submit finds pyspark (SPARK_HOME) through `python3`;
-# SPARK_LOCAL_IP keeps the driver, its block manager and UI on loopback (local masters).
-SPARK_SUBMIT := SPARK_LOCAL_IP="$${SPARK_LOCAL_IP:-127.0.0.1}" PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/spark-submit
+# SPARK_LOCAL_IP keeps the driver, its block manager and UI on SPARK_DRIVER_HOST (loopback by default).
+# SPARK_MASTER (environment, .env or `make batch SPARK_MASTER=spark://host:7077`) is spark-submit's
+# --master; the python -m jobs read it themselves. A master that is not local gets the code and the
+# Python environment shipped by the session itself (smw.ship; `make package` builds both ahead).
+DRIVER_IP    := SPARK_LOCAL_IP="$${SPARK_LOCAL_IP:-$(or $(SPARK_DRIVER_HOST),127.0.0.1)}"
+SPARK_SUBMIT := $(DRIVER_IP) PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/spark-submit $(if $(SPARK_MASTER),--master "$(SPARK_MASTER)")
 # The streaming jobs run as `python -m`: pyspark starts their JVM deaf to Ctrl-C, so the
 # driver alone hears it, stops its queries and exits 0. Under spark-submit the same Ctrl-C
 # would also reach the JVM, which shuts Spark down under the driver's feet.
-SPARK_JOB    := SPARK_LOCAL_IP="$${SPARK_LOCAL_IP:-127.0.0.1}" $(PY) -m
+SPARK_JOB    := $(DRIVER_IP) $(if $(SPARK_MASTER),SPARK_MASTER="$(SPARK_MASTER)") $(PY) -m
 PYTEST_ARGS ?=
 # VERBOSE=1: Spark's own log on the console too (it always goes to var/log/spark.log).
 ifdef VERBOSE
@@ -105,6 +109,24 @@ init: setup ## Create Kafka topics, Cassandra keyspace/tables, RethinkDB tables/
 	@$(PY) -m tools.services ensure
 	@$(PY) -m smw.init
 
+## ---------------------------------------------------------------- multi-node cluster
+# Three Kafka brokers (KRaft, SASL/SCRAM), three Cassandra nodes (passwords), a Spark master and two
+# workers that cannot read this checkout, on 127.0.0.1-3 beside the local stack (docs/cluster.md).
+.PHONY: cluster-up cluster-status cluster-down test-cluster
+cluster-up: setup ## Start the multi-node stack (3 Kafka, 3 Cassandra, Spark master + 2 workers) on 127.0.0.1-3; clients' settings in var/cluster/cluster.env
+	@$(PY) -m tools.cluster up
+
+cluster-status: ## Show each cluster node with pid, address, readiness and memory, and whether the cluster is whole
+	@$(PY) -m tools.cluster status
+
+cluster-down: ## Stop the processes `make cluster-up` started (by pid file; data in var/cluster is kept)
+	@if [ -x $(PY) ]; then $(PY) -m tools.cluster down; else echo "nothing to stop (no .venv)"; fi
+
+# The fault tests' jobs run on the cluster's master with the code and Python environment shipped
+# (make package builds both ahead); the alert job's live feed is the local stack's RethinkDB (make up).
+test-cluster: up cluster-up package ## Run the cluster tests against the multi-node stack: tests/cluster (marker cluster), the fault tests among them (docs/cluster.md)
+	$(PY) -m pytest -m cluster tests/cluster $(PYTEST_ARGS)
+
 ## ---------------------------------------------------------------- pipeline
 .PHONY: generate replay land land-once
 GENERATE_ARGS ?= --houses 20 --days 14 --seed 1 --out var/gen
@@ -137,11 +159,14 @@ land: init ## Land Kafka readings into the Parquet raw zone continuously (Ctrl-C
 land-once: init ## Land everything in Kafka now, then stop (nightly runs)
 	@$(SPARK_JOB) ingest.land --once $(LAND_ARGS)
 
+.PHONY: package
+package: setup ## Build what executors of a cluster master get: the code zip and the venv-pack archive of .venv (.deps/dist/)
+	@$(PY) -m smw.ship
+
 .PHONY: cqlsh
 CQL ?=
 cqlsh: setup ## Cassandra's shell on the configured keyspace (CQL="SELECT ..." runs one statement and exits)
-	@$(PY) -c 'from smw import config; s = config.load(); print(s.cassandra_host_list[0], s.cassandra_port, s.cassandra_keyspace)' \
-	  | { read host port keyspace; exec $(VENV)/bin/cqlsh "$$host" "$$port" -k "$$keyspace" $(if $(CQL),-e "$(CQL)"); }
+	@$(PY) -m smw.cql $(if $(CQL),-e "$(CQL)")
 
 .PHONY: batch houses
 DATE ?=
@@ -240,7 +265,7 @@ bench-land: init ## Landing throughput: readings/s from Kafka into the raw zone 
 	$(PY) -m tools.bench_land $(BENCH_LAND_ARGS)
 
 .PHONY: web notify screenshots bench-web browser-deps
-web: init ## Serve the dashboard and APIs with waitress on 127.0.0.1:8000 (SMW_WEB_HOST/PORT/THREADS/PROCESSES to change)
+web: init ## Serve the dashboard and APIs with uvicorn (an event loop in front of the Flask app) on 127.0.0.1:8000 (SMW_WEB_HOST/PORT/THREADS/PROCESSES to change)
 	$(PY) -m webapp
 
 NOTIFY_ARGS ?=
@@ -253,7 +278,7 @@ browser-deps: ## Install Debian's chromium and chromium-driver for the browser t
 screenshots: browser-deps ## Write PNGs of the main pages to docs/screenshots (sample data in smw_screens)
 	$(PY) -m tools.screenshots
 
-bench-web: init ## House daily-kWh API p50/p95/p99 under 50 clients, cache off/on, 1 and 2 server processes; one alert to 200 SSE subscribers
+bench-web: init ## House daily-kWh API p50/p95/p99 under 50 clients, cache off/on, 1 and 2 server processes; one alert to 1,000 SSE subscribers, and the API while they stay connected
 	$(PY) -m tools.bench_web
 
 

@@ -283,6 +283,34 @@ def house_totals(daily):
     )
 
 
+def house_day_docs(daily, totals):
+    """Rows of daily_house_docs: a house-day as the house daily-kWh API serves it, one JSON
+    document holding the day's totals and its kWh per appliance (channels of one appliance
+    summed, rounded to 6 decimals, by name), so a dashboard range is one row per day.
+
+    A meter's name is its appliance, else its label, else "meter N"; mains legs are not
+    appliances. Every day of `totals` has a document (appliances {} when only mains).
+    """
+    from pyspark.sql import functions as F
+
+    def given(column: str):
+        return F.when(F.col(column) != "", F.col(column))
+
+    name = F.coalesce(given("appliance"), given("label"), F.concat(F.lit("meter "), F.col("meter").cast("string")))
+    per_name = (
+        daily.where(F.col("energy_kwh").isNotNull()).withColumn("name", name).where(F.col("name") != "mains")
+        .groupBy("house_id", "day", "name").agg(F.round(F.sum("energy_kwh"), 6).alias("kwh"))
+    )
+    per_day = per_name.groupBy("house_id", "day").agg(
+        F.map_from_entries(F.array_sort(F.collect_list(F.struct("name", "kwh")))).alias("appliances"))
+    no_appliances = F.create_map().cast("map<string,double>")
+    doc = F.struct(
+        F.date_format("day", "yyyy-MM-dd").alias("day"), "mains_kwh", "circuits_kwh", "untracked_kwh", "coverage",
+        F.coalesce("appliances", no_appliances).alias("appliances"))
+    return totals.join(per_day, ["house_id", "day"], "left").select(
+        "house_id", "day", F.to_json(doc, {"ignoreNullFields": "false"}).alias("doc"))
+
+
 def appliance_energy(daily, totals):
     """Rows of daily_energy_by_appliance: an appliance's kWh (its channels summed) and share of mains."""
     from pyspark.sql import functions as F
@@ -464,6 +492,7 @@ def run(spark, settings: config.Settings, params: Params, first_day: dt.date, la
         "hourly_energy": hourly_rollup(hourly, meter_info_df),
         "daily_energy_by_house": daily,
         "daily_house_totals": totals,
+        "daily_house_docs": house_day_docs(daily, totals),
         "daily_energy_by_appliance": appliance_energy(daily, totals),
         "daily_energy_by_zip": zip_energy(totals, houses_df),
     }

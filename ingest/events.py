@@ -31,7 +31,7 @@ from cassandra import DriverException, InvalidRequest
 from cassandra.cluster import NoHostAvailable
 from kafka.errors import KafkaError
 
-from smw import config, cql
+from smw import config, cql, kafka_clients
 from smw.messages import MAX_HOUSE_ID_LENGTH
 
 log = logging.getLogger(__name__)
@@ -132,16 +132,13 @@ class EventStore(ABC):
     def run(self, once: bool = False, poll_ms: int = 500) -> Counts:
         """Consume until stopped (or, once, until the topic has nothing more). Raises cql.Unavailable
         when Cassandra cannot be reached at the start, CassandraDown when a --once run cannot write."""
-        from kafka import KafkaConsumer
-
         self.once = once
         handle, session = cql.connect(self.settings)
         try:
             self.prepare(session)
-            consumer = KafkaConsumer(self.settings.kafka_events_topic,
-                                     bootstrap_servers=self.settings.kafka_bootstrap_list, group_id=self.group,
-                                     enable_auto_commit=False, auto_offset_reset="earliest",
-                                     client_id=f"smw-{self.kind}-store")
+            consumer = kafka_clients.consumer(self.settings, self.settings.kafka_events_topic, group_id=self.group,
+                                              enable_auto_commit=False, auto_offset_reset="earliest",
+                                              client_id=f"smw-{self.kind}-store")
             try:
                 self._consume(consumer, session, poll_ms)
             finally:
@@ -276,7 +273,7 @@ def run_cli(store: EventStore, once: bool) -> Counts | None:
     try:
         return store.run(once=once)
     except STOP_ERRORS as exc:
-        ours = isinstance(exc, (cql.Unavailable, CassandraDown))
+        ours = isinstance(exc, (cql.Unavailable, CassandraDown, kafka_clients.KafkaAuthError))
         print(f"error: {one_line(exc, 400) if ours else f'{type(exc).__name__}: {one_line(exc, 400)}'}",
               file=sys.stderr)
         return None

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from smw import config, messages
+from smw import config, kafka_clients, messages
 
 log = logging.getLogger(__name__)
 
@@ -267,10 +267,8 @@ def messages_from_batch(batch: pa.RecordBatch | pa.Table, readings_per_message: 
 
 
 def make_producer(settings: config.Settings, **overrides):
-    """One kafka-python producer with the tuned defaults (brokers from settings)."""
-    from kafka import KafkaProducer
-
-    return KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_list, **{**PRODUCER_DEFAULTS, **overrides})
+    """One kafka-python producer with the tuned defaults (brokers and credentials from settings)."""
+    return kafka_clients.producer(settings, **{**PRODUCER_DEFAULTS, **overrides})
 
 
 def send_all(settings: config.Settings, records: Iterable[tuple[bytes, bytes]]) -> int:

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from ingest import producer as producing
-from smw import config
+from smw import config, kafka_clients
 from smw.init import topic_exists
 from smw.jobs import quiet_logger
 from smw.schema import NAMES
@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             # kafka-python logs every failed attempt; the one line below says it.
             with quiet_logger("kafka"):
                 kafka_producer = producing.make_lanes(settings, args.lanes)
+        except kafka_clients.KafkaAuthError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         except KafkaError as exc:
             print(f"error: cannot reach Kafka at {settings.kafka_bootstrap} ({type(exc).__name__}); is it running "
                   "(make up) and is KAFKA_BOOTSTRAP right?", file=sys.stderr)

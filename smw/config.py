@@ -47,6 +47,20 @@ def _setting(env: str, default: str, help_text: str):
     return field(default=default, metadata={"env": env, "help": help_text})
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
+# The JAAS login module of each SASL mechanism the project's clients speak (kafka-python has these three).
+KAFKA_SASL_LOGIN_MODULES = {
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+}
+
+
+# Consistency levels of plain reads and writes (the SERIAL ones are for lightweight transactions).
+CASSANDRA_CONSISTENCY_LEVELS = ("ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM",
+                                "LOCAL_ONE")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Connection points, sizes and locations of every part of the platform."""
@@ -61,6 +75,13 @@ class Settings:
         "KAFKA_REPLICATION_FACTOR", "1", "replicas of each topic make init creates (at most the number of brokers)")
     kafka_min_insync_replicas: str = _setting(
         "KAFKA_MIN_INSYNC_REPLICAS", "1", "min.insync.replicas of each topic make init creates (acks=all waits for them)")
+    kafka_security_protocol: str = _setting(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+        "Kafka security protocol: PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL (every client the project makes)")
+    kafka_sasl_mechanism: str = _setting(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
+    kafka_sasl_username: str = _setting("KAFKA_SASL_USERNAME", "", "Kafka SASL user (empty: no SASL)")
+    kafka_sasl_password: str = _setting("KAFKA_SASL_PASSWORD", "", "Kafka SASL password")
     cassandra_hosts: str = _setting("CASSANDRA_HOSTS", "127.0.0.1", "Cassandra contact points, comma separated")
     cassandra_port: str = _setting("CASSANDRA_PORT", "9042", "Cassandra native protocol port")
     cassandra_keyspace: str = _setting("CASSANDRA_KEYSPACE", "smw", "Cassandra keyspace")
@@ -69,6 +90,10 @@ class Settings:
         "{'class': 'SimpleStrategy', 'replication_factor': 1}",
         "replication map used when the keyspace is created",
     )
+    cassandra_consistency: str = _setting(
+        "CASSANDRA_CONSISTENCY", "LOCAL_QUORUM",
+        "consistency level of every Cassandra read and write the project makes (LOCAL_QUORUM, LOCAL_ONE, QUORUM, ONE, "
+        "ALL, ...); with one replica every level is that replica")
     cassandra_username: str = _setting("CASSANDRA_USERNAME", "", "Cassandra user (empty: no authentication)")
     cassandra_password: str = _setting("CASSANDRA_PASSWORD", "", "Cassandra password")
     rethinkdb_host: str = _setting("RETHINKDB_HOST", "127.0.0.1", "RethinkDB (or reqlite) host")
@@ -77,7 +102,8 @@ class Settings:
     spark_master: str = _setting("SPARK_MASTER", "local[*]", "Spark master URL (python -m runs; spark-submit takes --master)")
     spark_driver_memory: str = _setting("SPARK_DRIVER_MEMORY", "2g", "Spark driver memory (python -m runs)")
     spark_driver_host: str = _setting(
-        "SPARK_DRIVER_HOST", "127.0.0.1", "address the Spark driver and UI bind to (local masters only)"
+        "SPARK_DRIVER_HOST", "127.0.0.1",
+        "address the Spark driver binds to and gives its executors (for a cluster master: one they can reach)"
     )
     spark_shuffle_partitions: str = _setting("SPARK_SHUFFLE_PARTITIONS", "8", "spark.sql.shuffle.partitions")
     max_future_skew_s: str = _setting(
@@ -129,6 +155,84 @@ class Settings:
     @property
     def kafka_port(self) -> int:
         return int(self.kafka_bootstrap_list[0].rsplit(":", 1)[1])
+
+    # Kafka security: one mapping of the KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* settings for
+    # every kind of client (kafka-python, Spark's Kafka source, the Java command-line tools).
+    @property
+    def kafka_sasl(self) -> bool:
+        """Whether the Kafka clients authenticate with SASL (a KAFKA_SASL_USERNAME is set)."""
+        return bool(self.kafka_sasl_username)
+
+    @property
+    def cassandra_consistency_level(self) -> str:
+        """CASSANDRA_CONSISTENCY's level name, checked (a ValueError naming the levels otherwise)."""
+        name = self.cassandra_consistency.strip().upper()
+        if name not in CASSANDRA_CONSISTENCY_LEVELS:
+            raise ValueError(f"CASSANDRA_CONSISTENCY={self.cassandra_consistency!r} is not a consistency level; "
+                             f"one of {', '.join(CASSANDRA_CONSISTENCY_LEVELS)}")
+        return name
+
+    def _kafka_security_checked(self) -> tuple[str, str]:
+        """(protocol, mechanism), checked: a SASL user needs a SASL protocol and a supported mechanism."""
+        protocol = self.kafka_security_protocol.strip().upper() or "PLAINTEXT"
+        mechanism = self.kafka_sasl_mechanism.strip().upper()
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL {self.kafka_security_protocol!r} is not one of "
+                             f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+        if self.kafka_sasl:
+            if not protocol.startswith("SASL_"):
+                raise ValueError(f"KAFKA_SASL_USERNAME is set but KAFKA_SECURITY_PROTOCOL is {protocol}: set it to "
+                                 "SASL_PLAINTEXT or SASL_SSL (or leave KAFKA_SASL_USERNAME empty)")
+            if mechanism not in KAFKA_SASL_LOGIN_MODULES:
+                raise ValueError(f"KAFKA_SASL_MECHANISM {self.kafka_sasl_mechanism!r} is not one of "
+                                 f"{', '.join(KAFKA_SASL_LOGIN_MODULES)}")
+        elif protocol.startswith("SASL_"):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL is {protocol} but KAFKA_SASL_USERNAME is empty: set the "
+                             "user and KAFKA_SASL_PASSWORD")
+        return protocol, mechanism
+
+    def kafka_client_kwargs(self) -> dict[str, str]:
+        """Security keyword arguments of a kafka-python KafkaProducer, KafkaConsumer or KafkaAdminClient
+        (empty for PLAINTEXT, the default: the clients' own default)."""
+        protocol, mechanism = self._kafka_security_checked()
+        if protocol == "PLAINTEXT":
+            return {}
+        kwargs = {"security_protocol": protocol}
+        if self.kafka_sasl:
+            kwargs.update(sasl_mechanism=mechanism, sasl_plain_username=self.kafka_sasl_username,
+                          sasl_plain_password=self.kafka_sasl_password)
+        return kwargs
+
+    def kafka_java_properties(self) -> dict[str, str]:
+        """The same as Java Kafka client properties (`security.protocol`, `sasl.mechanism`,
+        `sasl.jaas.config`): for a command-line tool's properties file (`kafka_properties_text`)."""
+        protocol, mechanism = self._kafka_security_checked()
+        if protocol == "PLAINTEXT":
+            return {}
+        properties = {"security.protocol": protocol}
+        if self.kafka_sasl:
+            def quoted(value: str) -> str:
+                return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+            properties["sasl.mechanism"] = mechanism
+            properties["sasl.jaas.config"] = (
+                f"{KAFKA_SASL_LOGIN_MODULES[mechanism]} required username={quoted(self.kafka_sasl_username)} "
+                f"password={quoted(self.kafka_sasl_password)};")
+        return properties
+
+    def spark_kafka_options(self) -> dict[str, str]:
+        """Options of Spark's Kafka source and sink: the brokers and `kafka.`-prefixed security properties."""
+        options = {"kafka.bootstrap.servers": self.kafka_bootstrap}
+        options.update({f"kafka.{key}": value for key, value in self.kafka_java_properties().items()})
+        return options
+
+    def kafka_properties_text(self) -> str:
+        """A Java properties file for the Kafka command-line tools (`--command-config`, `--producer.config`)."""
+        def escaped(value: str) -> str:
+            return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+        lines = [f"{key}={escaped(value)}" for key, value in self.kafka_java_properties().items()]
+        return "".join(line + "\n" for line in lines)
 
     def environ(self) -> dict[str, str]:
         """These settings as environment variables, for a child process to `load()` them back."""

@@ -5,7 +5,7 @@ import logging
 import re
 from pathlib import Path
 
-from cassandra import AuthenticationFailed, InvalidRequest
+from cassandra import AuthenticationFailed, ConsistencyLevel, InvalidRequest
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -38,6 +38,14 @@ def check_identifier(name: str) -> str:
     return name
 
 
+def consistency(settings: config.Settings) -> int:
+    """The driver's level for CASSANDRA_CONSISTENCY; `Unavailable` naming the levels otherwise."""
+    try:
+        return ConsistencyLevel.name_to_value[settings.cassandra_consistency_level]
+    except ValueError as exc:
+        raise Unavailable(str(exc)) from None
+
+
 def cluster(
     settings: config.Settings | None = None, connect_timeout_s: float = 5.0, request_timeout_s: float = 10.0
 ) -> Cluster:
@@ -57,6 +65,7 @@ def cluster(
         execution_profiles={
             EXEC_PROFILE_DEFAULT: ExecutionProfile(
                 load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+                consistency_level=consistency(settings),
                 request_timeout=request_timeout_s,
             )
         },
@@ -123,3 +132,43 @@ def apply_schema(session: Session, settings: config.Settings) -> int:
             session.execute(statement, timeout=60)
             count += 1
     return count
+
+
+def cqlsh(settings: config.Settings, statement: str | None = None) -> int:
+    """Cassandra's shell (`make cqlsh`) on the first configured host and the keyspace, with the
+    configured credentials: the password in a credentials file readable by this user only, which
+    cqlsh asks for instead of a password on its command line, deleted on exit."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    command = [str(Path(sys.executable).parent / "cqlsh"), settings.cassandra_host_list[0], settings.cassandra_port,
+               "-k", settings.cassandra_keyspace]
+    if statement:
+        command += ["-e", statement]
+    if not settings.cassandra_username:
+        return subprocess.call(command)
+    with tempfile.TemporaryDirectory(prefix="smw-cqlsh-") as folder:
+        credentials = Path(folder) / "credentials"
+        descriptor = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(f"[PlainTextAuthProvider]\nusername = {settings.cassandra_username}\n"
+                      f"password = {settings.cassandra_password}\n")
+        return subprocess.call(command + ["-u", settings.cassandra_username, "--credentials", str(credentials)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m smw.cql", description="Cassandra's shell on the configured "
+                                     "keyspace, with the configured credentials (make cqlsh).")
+    parser.add_argument("-e", "--execute", help="run one statement and exit")
+    args = parser.parse_args(argv)
+    return cqlsh(config.load(), args.execute)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -16,7 +16,7 @@ import logging
 import re
 import sys
 
-from smw import config, cql, jobs, rethink
+from smw import config, cql, jobs, kafka_clients, rethink
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,11 @@ def topic_replication(settings: config.Settings) -> tuple[int, int]:
 def create_topics(settings: config.Settings, topics: dict[str, int]) -> list[str]:
     """Create missing topics with the configured replication; returns the names created.
     Existing topics are left as they are (partitions, replication and configuration)."""
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import InvalidConfigurationError, InvalidReplicationFactorError, TopicAlreadyExistsError
 
     factor, min_insync = topic_replication(settings)
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list, request_timeout_ms=15000)
+    admin = kafka_clients.admin(settings, request_timeout_ms=15000)
     try:
         existing = set(admin.list_topics())
         missing = [
@@ -84,13 +83,11 @@ def topic_exists(settings: config.Settings, name: str, timeout_s: float = 30.0) 
     TimeoutError when they do not say within timeout_s; a KafkaError when they cannot be reached."""
     import threading
 
-    from kafka import KafkaAdminClient
-
     answer: list = []
 
     def ask() -> None:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list, request_timeout_ms=15000)
+            admin = kafka_clients.admin(settings, request_timeout_ms=15000)
             try:
                 answer.append(name in set(admin.list_topics()))
             finally:
@@ -112,10 +109,9 @@ def topic_exists(settings: config.Settings, name: str, timeout_s: float = 30.0) 
 
 def delete_topic(settings: config.Settings, name: str) -> bool:
     """Delete a topic if it exists; True if it did. Kafka finishes the deletion in the background."""
-    from kafka import KafkaAdminClient
     from kafka.errors import UnknownTopicOrPartitionError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list, request_timeout_ms=15000)
+    admin = kafka_clients.admin(settings, request_timeout_ms=15000)
     try:
         admin.delete_topics([name])
         return True
@@ -181,6 +177,8 @@ def init(settings: config.Settings, only: list[str] | None = None) -> None:
             created = create_topics(settings, topics)
         except InitError:
             raise
+        except kafka_clients.KafkaAuthError as exc:
+            raise InitError(f"initialisation failed: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - any failure: say which part and where
             raise _failed(settings, "kafka", settings.kafka_bootstrap,
                           "KAFKA_BOOTSTRAP (and KAFKA_REPLICATION_FACTOR for the number of brokers)", exc) from exc

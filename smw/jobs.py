@@ -54,6 +54,12 @@ def session(app_name: str, settings: config.Settings, listener=None, conf: dict[
         spark.streams.addListener(listener)
     try:
         yield spark
+    except Exception as exc:
+        from smw import kafka_clients
+
+        if isinstance(exc, kafka_clients.KafkaAuthError):  # one line, no traceback
+            raise SystemExit(f"error: {exc}") from None
+        raise
     finally:
         try:
             spark.stop()
@@ -184,7 +190,14 @@ def await_queries(queries, logger: logging.Logger, what: str, stopping=None, pol
         for query in queries:  # raises the failure of a query that ended with one
             query.awaitTermination()
     except StreamingQueryException as exc:
-        logger.error("%s failed: %s", what, exc)
+        said = str(exc)
+        if "SaslAuthenticationException" in said or "Authentication failed" in said:
+            # Spark's Kafka consumers (on the executors) were refused: the credentials, not the job.
+            logger.error("%s failed: Kafka refused the SASL credentials (%s); check KAFKA_SASL_USERNAME and "
+                         "KAFKA_SASL_PASSWORD (and KAFKA_SASL_MECHANISM, KAFKA_SECURITY_PROTOCOL)", what,
+                         _first_line_with(said, "Authentication failed"))
+        else:
+            logger.error("%s failed: %s", what, exc)
         return 1
     except (Py4JError, ConnectionError):
         if stopping is None or not stopping.is_set():
@@ -195,6 +208,13 @@ def await_queries(queries, logger: logging.Logger, what: str, stopping=None, pol
         return 0
     logger.info("%s stopped", what)
     return 0
+
+
+def _first_line_with(text: str, needle: str) -> str:
+    for line in text.splitlines():
+        if needle in line:
+            return line.strip()[:300]
+    return text.splitlines()[0][:300] if text else ""
 
 
 def serve(queries, logger: logging.Logger, what: str) -> int:

@@ -12,7 +12,22 @@ import os
 import sys
 from pathlib import Path
 
-from smw import config, jars
+from smw import config, jars, ship
+
+
+def _shipped_by_submit() -> bool:
+    """Whether spark-submit was already given an environment archive (`--archives ...#environment`,
+    as in `--deploy-mode cluster`, where the driver runs without this checkout)."""
+    return under_spark_submit() and f"#{ship.ENV_NAME}" in submitted_conf().get("spark.archives", "")
+
+
+def submitted_conf():
+    """The configuration spark-submit gave its driver (--master, --conf, spark-defaults.conf). A SparkConf
+    made before the gateway is joined is empty, so join it first (spark-submit's JVM is already up)."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return SparkConf()
 
 
 def under_spark_submit() -> bool:
@@ -79,6 +94,11 @@ def base_conf(settings: config.Settings) -> dict[str, str]:
         # (demo: 17.9 s at the default 5, 12.5 s at 16, 12.6 s at 32).
         "spark.cassandra.output.concurrent.writes": "16",
     }
+    # Reads and writes at one level (LOCAL_QUORUM by default: on a keyspace of 3 replicas a
+    # job goes on through the loss of one node and reads what it wrote).
+    # (an unknown level is a ValueError here, not a failed task later)
+    conf["spark.cassandra.input.consistency.level"] = settings.cassandra_consistency_level
+    conf["spark.cassandra.output.consistency.level"] = settings.cassandra_consistency_level
     if settings.cassandra_username:
         conf["spark.cassandra.auth.username"] = settings.cassandra_username
         conf["spark.cassandra.auth.password"] = settings.cassandra_password
@@ -175,9 +195,7 @@ def session(app_name: str, settings: config.Settings | None = None, conf: dict[s
     settings = settings or config.load()
     options = base_conf(settings)
     if under_spark_submit():
-        from pyspark import SparkConf
-
-        master = SparkConf().get("spark.master", "")
+        master = submitted_conf().get("spark.master", "")
     else:
         options.update(launch_conf(settings))
         master = settings.spark_master
@@ -186,11 +204,33 @@ def session(app_name: str, settings: config.Settings | None = None, conf: dict[s
         os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_driver_host)
         options["spark.driver.host"] = settings.spark_driver_host
         options["spark.driver.bindAddress"] = settings.spark_driver_host
+    shipment = None
+    if master and not ship.is_local_master(master) and not _shipped_by_submit():
+        # Executors elsewhere cannot read this checkout or its virtualenv: ship both (smw.ship).
+        shipment = ship.prepare(settings)
+        options.update(shipment.conf())
+        # The executors connect back to the driver (tasks, the jars of spark.jars, both archives) at
+        # SPARK_DRIVER_HOST: an address of this machine that they can reach.
+        options["spark.driver.host"] = settings.spark_driver_host
+        options["spark.driver.bindAddress"] = settings.spark_driver_host
     options.update(conf or {})
     builder = SparkSession.builder.appName(app_name)
     for key, value in options.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    if shipment is None:
+        spark = builder.getOrCreate()
+    else:
+        # PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts.
+        driver_side = os.environ.get("PYSPARK_PYTHON")
+        os.environ["PYSPARK_PYTHON"] = ship.EXECUTOR_PYTHON
+        try:
+            spark = builder.getOrCreate()
+        finally:
+            if driver_side is None:
+                os.environ.pop("PYSPARK_PYTHON", None)
+            else:
+                os.environ["PYSPARK_PYTHON"] = driver_side
+        spark.sparkContext.addPyFile(str(shipment.code))
     if os.environ.get("SPARK_LOG_LEVEL"):
         # Otherwise log4j2.properties decides: warnings on the console, INFO in spark_log().
         spark.sparkContext.setLogLevel(os.environ["SPARK_LOG_LEVEL"])

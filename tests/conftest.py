@@ -21,8 +21,20 @@ from tools import services
 TEST_NAMESPACE = "smw_test"
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ARG001 - pytest hook signature
-    """Run tests that restart shared services after all the others."""
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "cluster: starts Spark masters, workers or brokers of its own and takes minutes; "
+                   "left out unless the -m expression names it (pytest -m cluster)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run tests that restart shared services after all the others; leave out the `cluster` tests
+    unless the -m expression names them (`pytest -m cluster`)."""
+    if "cluster" not in (config.getoption("markexpr") or ""):
+        skipped = [item for item in items if item.get_closest_marker("cluster") is not None]
+        if skipped:
+            config.hook.pytest_deselected(items=skipped)
+            items[:] = [item for item in items if item.get_closest_marker("cluster") is None]
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 

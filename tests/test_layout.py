@@ -22,7 +22,8 @@ ALSO_ALLOWED = {"ingest": {"datasets"}}
 # Modules of the ground floor that must import without pyspark (the web app and the
 # producers run without it); the Spark adapters import it inside their functions.
 PURE_WITHOUT_PYSPARK = ("smw.schema", "smw.messages", "smw.alert", "smw.energy", "smw.config", "smw.zones",
-                        "smw.contract", "smw.jobs", "smw.spark", "smw.cql", "smw.rethink", "smw.init", "smw.jars")
+                        "smw.contract", "smw.jobs", "smw.spark", "smw.cql", "smw.rethink", "smw.init", "smw.jars",
+                        "smw.kafka_clients", "smw.ship")
 
 
 def module_name(path: Path, root: Path) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ingest import producer as producing
 from ingest import replay
-from smw import config
+from smw import config, kafka_clients
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,9 @@ def fresh_topic(settings: config.Settings, partitions: int) -> str:
 
 
 def delete_topics(settings: config.Settings, names: list[str]) -> None:
-    from kafka import KafkaAdminClient
-
     if not names:
         return
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list)
+    admin = kafka_clients.admin(settings)
     try:
         admin.delete_topics(names)
     finally:
@@ -80,8 +78,17 @@ def kcat_command(settings: config.Settings, topic: str, messages_file: Path, ove
         "-X", f"compression.codec={overrides['compression_type'] or 'none'}",
         "-X", f"batch.size={overrides['batch_size']}",
         "-X", f"message.max.bytes={overrides['max_request_size']}",
+        *kcat_security(settings),
         str(messages_file),
     ]
+
+
+def kcat_security(settings: config.Settings) -> list[str]:
+    """The configured Kafka security (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*) as librdkafka properties."""
+    kwargs = settings.kafka_client_kwargs()
+    names = {"security_protocol": "security.protocol", "sasl_mechanism": "sasl.mechanisms",
+             "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password"}
+    return [item for key, value in kwargs.items() for item in ("-X", f"{names[key]}={value}")]
 
 
 def run_kcat(command: list[str]) -> float:

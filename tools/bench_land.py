@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ingest import producer as producing
-from smw import config, messages, zones
+from smw import config, kafka_clients, messages, zones
 from smw.messages import Series
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(goal 500,000 readings/s)")
         spark.stop()
     finally:
-        from kafka import KafkaAdminClient
-
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list)
+        admin = kafka_clients.admin(settings)
         try:
             admin.delete_topics([topic])
         finally:

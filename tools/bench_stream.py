@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 
-from smw import config, messages
+from smw import config, kafka_clients, messages
 from smw.alert import RETHINKDB_TABLE
 from smw.messages import Series
 
@@ -56,13 +56,11 @@ def producer(settings: config.Settings, houses: int, duration_s: float, reading_
     {(house, meter, opening ts_s): produce wall time} and counts."""
     import random
 
-    from kafka import KafkaProducer
-
     # Each run spikes other meters: a meter spiking again within the cooldown would continue
     # its earlier episode (same alert id) rather than open a new one.
     rng = random.Random(seed)
-    client = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_list, acks=1, linger_ms=5,
-                           batch_size=512 << 10, max_request_size=8 << 20)
+    client = kafka_clients.producer(settings, acks=1, linger_ms=5,
+                                    batch_size=512 << 10, max_request_size=8 << 20)
     spiking: dict[tuple[int, int], float] = {}  # (house, meter) -> spike start ts_s
     opened_at: dict = {}
     sent_readings = 0
@@ -143,8 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     config.add_arguments(parser, "kafka_bootstrap", "spark_master")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from kafka import KafkaAdminClient
-
     from smw import cql, init
     from smw import spark as spark_builder
     from streaming import alerts, episodes
@@ -224,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         alert_query.stop()
         alerts.close(batches)
         spark.stop()
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list)
+        admin = kafka_clients.admin(settings)
         try:
             admin.delete_topics([topic])
         finally:

@@ -56,7 +56,7 @@ import pandas as pd
 
 from batch.nightly import Params
 from datasets import generator
-from smw import alert, config, energy, messages
+from smw import alert, config, energy, kafka_clients, messages
 from smw.messages import Series
 from streaming import alerts as alert_job
 from streaming import episodes
@@ -272,6 +272,31 @@ def detect_in_process(scenario: Scenario, rules: episodes.Rules, batch_s: float,
 # -- the real job ---------------------------------------------------------------------
 
 
+def write_thresholds(settings: config.Settings, scenario: Scenario, params: Params) -> None:
+    """The scenario's thresholds into Cassandra `thresholds` (the settings' keyspace), as the nightly
+    job writes them; `params.window_days` is the history the scenario computed them over."""
+    from smw import cql
+
+    handle, session = cql.connect(settings)
+    try:
+        insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, quantile, threshold_w, "
+                                 "samples, normal_peak_w, peak_days, fleet_meters, min_run_s, window_days, "
+                                 "computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
+        appliances = {(house_id, int(m)): a for house_id, source, _ in scenario.house_days
+                      for m, a in zip(source.meters, source.appliances)}
+        for house_id, meters in scenario.limits.items():
+            for meter, limit in meters.items():
+                session.execute(insert, (house_id, meter, appliances[(house_id, meter)], params.quantile,
+                                         limit.threshold_w, limit.samples,
+                                         None if np.isnan(limit.normal_peak_w) else limit.normal_peak_w,
+                                         params.peak_days, limit.fleet_meters,
+                                         None if np.isnan(limit.min_run_s) else limit.min_run_s,
+                                         params.window_days))
+    finally:
+        handle.shutdown()
+
+
+
 class JobRunner:
     """Runs scenarios through Kafka, the alert job and RethinkDB; one Spark session for all of them."""
 
@@ -300,31 +325,8 @@ class JobRunner:
     def close(self) -> None:
         self.spark.stop()
 
-    def write_thresholds(self, scenario: Scenario, params: Params) -> None:
-        """The scenario's thresholds into Cassandra `thresholds`, as the nightly job writes them."""
-        from smw import cql
-
-        handle, session = cql.connect(self.settings)
-        try:
-            insert = session.prepare("INSERT INTO thresholds (house_id, meter, appliance, quantile, threshold_w, "
-                                     "samples, normal_peak_w, peak_days, fleet_meters, min_run_s, window_days, "
-                                     "computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, toTimestamp(now()))")
-            appliances = {(house_id, int(m)): a for house_id, source, _ in scenario.house_days
-                          for m, a in zip(source.meters, source.appliances)}
-            for house_id, meters in scenario.limits.items():
-                for meter, limit in meters.items():
-                    session.execute(insert, (house_id, meter, appliances[(house_id, meter)], params.quantile,
-                                             limit.threshold_w, limit.samples,
-                                             None if np.isnan(limit.normal_peak_w) else limit.normal_peak_w,
-                                             params.peak_days, limit.fleet_meters,
-                                             None if np.isnan(limit.min_run_s) else limit.min_run_s,
-                                             self.args.history_days))
-        finally:
-            handle.shutdown()
-
     def run(self, scenario: Scenario, params: Params) -> tuple[list[dict], dict]:
         """(alerts read back from RethinkDB, timings) of the job on the scenario."""
-        from kafka import KafkaAdminClient
 
         from ingest import producer as producing
         from smw import init, rethink
@@ -333,7 +335,7 @@ class JobRunner:
         settings = self.settings.replace(kafka_topic=topic, data_dir=tempfile.mkdtemp(prefix="smw-eval-"))
         init.create_topics(settings, {topic: 4})
         t0 = time.perf_counter()
-        self.write_thresholds(scenario, params)
+        write_thresholds(self.settings, scenario, params)
         producing.send_all(settings, messages_in_time_order(scenario.house_days, self.args.window_s))
         produced_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -349,7 +351,7 @@ class JobRunner:
         job_s = time.perf_counter() - t0
         with rethink.connection(settings) as conn:
             found = list(rethink.r.table(alert.RETHINKDB_TABLE).get_all(*scenario.limits, index="house_id").run(conn))
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_list)
+        admin = kafka_clients.admin(settings)
         try:
             admin.delete_topics([topic])
         finally:
@@ -445,6 +447,14 @@ def details(row: dict) -> list[str]:
     return out
 
 
+def params_and_rules(args: argparse.Namespace) -> tuple[Params, episodes.Rules]:
+    """The nightly's threshold parameters and the alert rules of a run, from its arguments."""
+    # Runs are timed in the history as the rules judge them: above threshold x --multiplier, cut by --run-gap-s.
+    params = config.options_from_args(Params, args, window_days=args.history_days, run_multiplier=args.multiplier,
+                                      run_gap_s=args.run_gap_s)
+    return params, config.options_from_args(episodes.Rules, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tools.evaluate_alerts", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -493,10 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Library warnings (pandas, pyspark) would cut through the progress bars; the figures are the output.
     warnings.simplefilter("ignore")
-    # Runs are timed in the history as the rules judge them: above threshold x --multiplier, cut by --run-gap-s.
-    params = config.options_from_args(Params, args, window_days=args.history_days, run_multiplier=args.multiplier,
-                                      run_gap_s=args.run_gap_s)
-    rules = config.options_from_args(episodes.Rules, args)
+    params, rules = params_and_rules(args)
     seeds = args.seeds or [args.seed]
     mode = "in-process" if args.in_process else "alert job"
     rows = []

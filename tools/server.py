@@ -1,10 +1,9 @@
 """The web application served by `python -m webapp` in a child process, for tests, screenshots and benchmarks.
 
-A child process rather than a waitress server in a thread of the caller: closing an
-in-process waitress server while its worker threads still stream (SSE keepalives
-pull waitress's trigger pipe) wrote into file descriptors the kernel had already
-handed to the caller's next Cassandra connection. A child owns its descriptors, and
-its server threads do not compete with the caller's threads for the GIL.
+A child process rather than a server in a thread of the caller: closing an in-process
+server while its threads still stream wrote into file descriptors the kernel had already
+handed to the caller's next Cassandra connection (seen with waitress). A child owns its
+descriptors, and its server threads do not compete with the caller's threads for the GIL.
 """
 from __future__ import annotations
 

@@ -301,12 +301,12 @@ class Kafka(Service):
         return self._java("kafka.Kafka", str(self.properties), heap=self.settings.kafka_heap)
 
     def probe(self) -> None:
-        from kafka import KafkaAdminClient
+        from smw import kafka_clients
 
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
-        admin = KafkaAdminClient(
-            bootstrap_servers=f"{self.host}:{self.port}", request_timeout_ms=3000, api_version_auto_timeout_ms=3000
-        )
+        # With the configured credentials: a broker that wants SASL refuses a plain metadata request.
+        admin = kafka_clients.admin(self.settings.replace(kafka_bootstrap=f"{self.host}:{self.port}"),
+                                    request_timeout_ms=3000, api_version_auto_timeout_ms=3000)
         try:
             admin.list_topics()  # a metadata request
         finally:

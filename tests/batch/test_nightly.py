@@ -59,6 +59,32 @@ def test_daily_energy_per_meter(outputs):
     assert all(r.day == DAY for r in outputs["daily_energy_by_house"])
 
 
+def test_house_day_documents_hold_what_the_daily_api_serves(outputs):
+    docs = {r.house_id: json.loads(r.doc) for r in outputs["daily_house_docs"]}
+    assert sorted(docs) == ["h1", "h2"] and all(r.day == DAY for r in outputs["daily_house_docs"])
+    h1 = docs["h1"]
+    assert h1["day"] == DAY.isoformat() and h1["mains_kwh"] == pytest.approx(600 * 24 / 1000)
+    assert h1["appliances"] == {"lighting": pytest.approx(round((60 + 30) * (3600 - 30) / 3.6e6, 6)),
+                                "refrigerator": pytest.approx(120 * 24 / 1000)}  # two lighting channels summed
+    assert docs["h2"]["mains_kwh"] is None and docs["h2"]["untracked_kwh"] is None  # nulls are kept
+    assert docs["h2"]["appliances"] == {"oven": pytest.approx(round(2000 * 99 * 3 / 3.6e6, 6))}
+
+
+def test_house_day_documents_agree_with_the_sample_writer(outputs):
+    """tools.sample.day_docs writes the same documents from rows written by hand (tests, benchmarks)."""
+    from tools import sample
+
+    for house in ("h1", "h2"):
+        by_hand = sample.day_docs([r for r in outputs["daily_energy_by_house"] if r.house_id == house],
+                                  [r for r in outputs["daily_house_totals"] if r.house_id == house])
+        (spark_doc,) = [json.loads(r.doc) for r in outputs["daily_house_docs"] if r.house_id == house]
+        expected = json.loads(by_hand[DAY])
+        assert spark_doc.keys() == expected.keys() and spark_doc["day"] == expected["day"]
+        for key in ("mains_kwh", "circuits_kwh", "untracked_kwh", "coverage"):
+            assert spark_doc[key] == (None if expected[key] is None else pytest.approx(expected[key]))
+        assert spark_doc["appliances"] == pytest.approx(expected["appliances"], abs=1e-6)
+
+
 def test_house_totals_with_and_without_mains(outputs):
     totals = {r.house_id: r for r in outputs["daily_house_totals"]}
     circuits = 120 * 24 / 1000 + (60 + 30) * (3600 - 30) / 3.6e6

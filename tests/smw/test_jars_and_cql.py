@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from smw import cql, jars
+from smw import config, cql, jars
 
 
 @pytest.mark.parametrize(
@@ -55,3 +55,22 @@ def test_the_servers_use_keyspace_advice_is_dropped_and_other_warnings_kept(capl
         logger.warning("Server warning: `USE <keyspace>` with prepared statements is considered to be an anti-pattern")
         logger.warning("Server warning: Aggregation query used without partition key")
     assert [r.getMessage() for r in caplog.records] == ["Server warning: Aggregation query used without partition key"]
+
+
+def test_one_consistency_level_for_the_driver_and_the_spark_connector():
+    from cassandra import ConsistencyLevel
+
+    from smw import spark
+
+    settings = config.Settings().replace(cassandra_consistency="local_quorum")
+    assert cql.consistency(settings) == ConsistencyLevel.LOCAL_QUORUM
+    profile = cql.cluster(settings).profile_manager.default
+    assert profile.consistency_level == ConsistencyLevel.LOCAL_QUORUM
+    conf = spark.base_conf(settings)
+    assert conf["spark.cassandra.input.consistency.level"] == "LOCAL_QUORUM"
+    assert conf["spark.cassandra.output.consistency.level"] == "LOCAL_QUORUM"
+    for wrong in ("bogus", "SERIAL", "LOCAL_SERIAL"):  # serial levels are for lightweight transactions only
+        with pytest.raises(cql.Unavailable, match="CASSANDRA_CONSISTENCY"):
+            cql.consistency(settings.replace(cassandra_consistency=wrong))
+        with pytest.raises(ValueError, match="is not a consistency level"):
+            spark.base_conf(settings.replace(cassandra_consistency=wrong))
