@@ -43,8 +43,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _setting(env: str, default: str, help_text: str):
+def setting(env: str, default: str, help_text: str):
+    """A field of a settings dataclass (`Settings`, the cluster launcher's): its environment variable,
+    default and help, which `from_environment` and `add_arguments` read."""
     return field(default=default, metadata={"env": env, "help": help_text})
+
+
+def comma_list(text: str) -> list[str]:
+    """The non-empty items of a comma-separated setting, stripped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL")
@@ -65,78 +72,78 @@ CASSANDRA_CONSISTENCY_LEVELS = ("ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "
 class Settings:
     """Connection points, sizes and locations of every part of the platform."""
 
-    kafka_bootstrap: str = _setting("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, comma separated")
-    kafka_topic: str = _setting("KAFKA_TOPIC", "readings", "Kafka topic carrying readings")
-    kafka_events_topic: str = _setting(
+    kafka_bootstrap: str = setting("KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, comma separated")
+    kafka_topic: str = setting("KAFKA_TOPIC", "readings", "Kafka topic carrying readings")
+    kafka_events_topic: str = setting(
         "KAFKA_EVENTS_TOPIC", "meter-events", "Kafka topic for device events (EMU-2 summation and price)"
     )
-    kafka_partitions: str = _setting("KAFKA_PARTITIONS", "4", "partitions of the readings topic (make init)")
-    kafka_replication_factor: str = _setting(
+    kafka_partitions: str = setting("KAFKA_PARTITIONS", "4", "partitions of the readings topic (make init)")
+    kafka_replication_factor: str = setting(
         "KAFKA_REPLICATION_FACTOR", "1", "replicas of each topic make init creates (at most the number of brokers)")
-    kafka_min_insync_replicas: str = _setting(
+    kafka_min_insync_replicas: str = setting(
         "KAFKA_MIN_INSYNC_REPLICAS", "1", "min.insync.replicas of each topic make init creates (acks=all waits for them)")
-    kafka_security_protocol: str = _setting(
+    kafka_security_protocol: str = setting(
         "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
         "Kafka security protocol: PLAINTEXT, SASL_PLAINTEXT, SASL_SSL or SSL (every client the project makes)")
-    kafka_sasl_mechanism: str = _setting(
+    kafka_sasl_mechanism: str = setting(
         "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
-    kafka_sasl_username: str = _setting("KAFKA_SASL_USERNAME", "", "Kafka SASL user (empty: no SASL)")
-    kafka_sasl_password: str = _setting("KAFKA_SASL_PASSWORD", "", "Kafka SASL password")
-    cassandra_hosts: str = _setting("CASSANDRA_HOSTS", "127.0.0.1", "Cassandra contact points, comma separated")
-    cassandra_port: str = _setting("CASSANDRA_PORT", "9042", "Cassandra native protocol port")
-    cassandra_keyspace: str = _setting("CASSANDRA_KEYSPACE", "smw", "Cassandra keyspace")
-    cassandra_replication: str = _setting(
+    kafka_sasl_username: str = setting("KAFKA_SASL_USERNAME", "", "Kafka SASL user (empty: no SASL)")
+    kafka_sasl_password: str = setting("KAFKA_SASL_PASSWORD", "", "Kafka SASL password")
+    cassandra_hosts: str = setting("CASSANDRA_HOSTS", "127.0.0.1", "Cassandra contact points, comma separated")
+    cassandra_port: str = setting("CASSANDRA_PORT", "9042", "Cassandra native protocol port")
+    cassandra_keyspace: str = setting("CASSANDRA_KEYSPACE", "smw", "Cassandra keyspace")
+    cassandra_replication: str = setting(
         "CASSANDRA_REPLICATION",
         "{'class': 'SimpleStrategy', 'replication_factor': 1}",
         "replication map used when the keyspace is created",
     )
-    cassandra_consistency: str = _setting(
+    cassandra_consistency: str = setting(
         "CASSANDRA_CONSISTENCY", "LOCAL_QUORUM",
         "consistency level of every Cassandra read and write the project makes (LOCAL_QUORUM, LOCAL_ONE, QUORUM, ONE, "
         "ALL, ...); with one replica every level is that replica")
-    cassandra_username: str = _setting("CASSANDRA_USERNAME", "", "Cassandra user (empty: no authentication)")
-    cassandra_password: str = _setting("CASSANDRA_PASSWORD", "", "Cassandra password")
-    rethinkdb_host: str = _setting("RETHINKDB_HOST", "127.0.0.1", "RethinkDB (or reqlite) host")
-    rethinkdb_port: str = _setting("RETHINKDB_PORT", "28015", "RethinkDB driver port")
-    rethinkdb_db: str = _setting("RETHINKDB_DB", "smw", "RethinkDB database")
-    spark_master: str = _setting("SPARK_MASTER", "local[*]", "Spark master URL (python -m runs; spark-submit takes --master)")
-    spark_driver_memory: str = _setting("SPARK_DRIVER_MEMORY", "2g", "Spark driver memory (python -m runs)")
-    spark_driver_host: str = _setting(
+    cassandra_username: str = setting("CASSANDRA_USERNAME", "", "Cassandra user (empty: no authentication)")
+    cassandra_password: str = setting("CASSANDRA_PASSWORD", "", "Cassandra password")
+    rethinkdb_host: str = setting("RETHINKDB_HOST", "127.0.0.1", "RethinkDB (or reqlite) host")
+    rethinkdb_port: str = setting("RETHINKDB_PORT", "28015", "RethinkDB driver port")
+    rethinkdb_db: str = setting("RETHINKDB_DB", "smw", "RethinkDB database")
+    spark_master: str = setting("SPARK_MASTER", "local[*]", "Spark master URL (python -m runs; spark-submit takes --master)")
+    spark_driver_memory: str = setting("SPARK_DRIVER_MEMORY", "2g", "Spark driver memory (python -m runs)")
+    spark_driver_host: str = setting(
         "SPARK_DRIVER_HOST", "127.0.0.1",
         "address the Spark driver binds to and gives its executors (for a cluster master: one they can reach)"
     )
-    spark_shuffle_partitions: str = _setting("SPARK_SHUFFLE_PARTITIONS", "8", "spark.sql.shuffle.partitions")
-    max_future_skew_s: str = _setting(
+    spark_shuffle_partitions: str = setting("SPARK_SHUFFLE_PARTITIONS", "8", "spark.sql.shuffle.partitions")
+    max_future_skew_s: str = setting(
         "SMW_MAX_FUTURE_SKEW_S", "300", "readings dated further ahead of the clock than this are quarantined")
-    data_dir: str = _setting("DATA_DIR", str(ROOT / "var" / "data"), "raw zone, quarantine and checkpoints")
-    var_dir: str = _setting("SMW_VAR_DIR", str(ROOT / "var"), "data and logs of the local services")
-    jars_dir: str = _setting("SMW_JARS_DIR", str(ROOT / ".deps" / "jars"), "jars fetched by make setup")
+    data_dir: str = setting("DATA_DIR", str(ROOT / "var" / "data"), "raw zone, quarantine and checkpoints")
+    var_dir: str = setting("SMW_VAR_DIR", str(ROOT / "var"), "data and logs of the local services")
+    jars_dir: str = setting("SMW_JARS_DIR", str(ROOT / ".deps" / "jars"), "jars fetched by make setup")
     # Local stack (make up) only: where and how big the local services are.
-    local_services: str = _setting(
+    local_services: str = setting(
         "LOCAL_SERVICES", "auto",
         "auto: make init and the job targets start a local service configured on a loopback address that is "
         "not running; 0: they never start one")
-    kafka_controller_port: str = _setting("KAFKA_CONTROLLER_PORT", "9093", "local Kafka KRaft controller port")
-    kafka_heap: str = _setting("KAFKA_HEAP", "512m", "local Kafka broker heap")
-    cassandra_storage_port: str = _setting("CASSANDRA_STORAGE_PORT", "7000", "local Cassandra internode port")
-    cassandra_heap: str = _setting("CASSANDRA_HEAP", "1G", "local Cassandra heap (at most 1G on a laptop)")
-    service_timeout_s: str = _setting("SMW_SERVICE_TIMEOUT_S", "180", "seconds to wait for a local service to be ready")
+    kafka_controller_port: str = setting("KAFKA_CONTROLLER_PORT", "9093", "local Kafka KRaft controller port")
+    kafka_heap: str = setting("KAFKA_HEAP", "512m", "local Kafka broker heap")
+    cassandra_storage_port: str = setting("CASSANDRA_STORAGE_PORT", "7000", "local Cassandra internode port")
+    cassandra_heap: str = setting("CASSANDRA_HEAP", "1G", "local Cassandra heap (at most 1G on a laptop)")
+    service_timeout_s: str = setting("SMW_SERVICE_TIMEOUT_S", "180", "seconds to wait for a local service to be ready")
     # Outgoing e-mail of the notifier (python -m webapp.notify); the defaults suit a local test server.
-    smtp_host: str = _setting("SMW_SMTP_HOST", "127.0.0.1", "SMTP server of notification e-mails")
-    smtp_port: str = _setting("SMW_SMTP_PORT", "8025", "SMTP server port")
-    smtp_starttls: str = _setting("SMW_SMTP_STARTTLS", "0", "1: upgrade the SMTP connection with STARTTLS")
-    smtp_username: str = _setting("SMW_SMTP_USERNAME", "", "SMTP user (empty: no login)")
-    smtp_password: str = _setting("SMW_SMTP_PASSWORD", "", "SMTP password")
-    smtp_from: str = _setting("SMW_SMTP_FROM", "smw-notify@localhost", "From address of notification e-mails")
+    smtp_host: str = setting("SMW_SMTP_HOST", "127.0.0.1", "SMTP server of notification e-mails")
+    smtp_port: str = setting("SMW_SMTP_PORT", "8025", "SMTP server port")
+    smtp_starttls: str = setting("SMW_SMTP_STARTTLS", "0", "1: upgrade the SMTP connection with STARTTLS")
+    smtp_username: str = setting("SMW_SMTP_USERNAME", "", "SMTP user (empty: no login)")
+    smtp_password: str = setting("SMW_SMTP_PASSWORD", "", "SMTP password")
+    smtp_from: str = setting("SMW_SMTP_FROM", "smw-notify@localhost", "From address of notification e-mails")
 
     # Typed views -----------------------------------------------------------
     @property
     def cassandra_host_list(self) -> list[str]:
-        return [h.strip() for h in self.cassandra_hosts.split(",") if h.strip()]
+        return comma_list(self.cassandra_hosts)
 
     @property
     def kafka_bootstrap_list(self) -> list[str]:
-        return [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+        return comma_list(self.kafka_bootstrap)
 
     @property
     def rethinkdb_host_list(self) -> list[str]:
@@ -242,12 +249,17 @@ class Settings:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def load(environ: dict[str, str] | None = None, dotenv: Path | None = ROOT / ".env") -> Settings:
-    """Settings from `.env`, overridden by the environment."""
+def from_environment(cls, environ: dict[str, str] | None = None, dotenv: Path | None = ROOT / ".env"):
+    """An instance of the settings dataclass `cls` (fields made by `setting`) from `.env`, overridden
+    by the environment; what neither sets keeps its default."""
     values = _read_dotenv(dotenv) if dotenv else {}
     values.update(os.environ if environ is None else environ)
-    kwargs = {f.name: values[f.metadata["env"]] for f in fields(Settings) if f.metadata["env"] in values}
-    return Settings(**kwargs)
+    return cls(**{f.name: values[f.metadata["env"]] for f in fields(cls) if f.metadata["env"] in values})
+
+
+def load(environ: dict[str, str] | None = None, dotenv: Path | None = ROOT / ".env") -> Settings:
+    """Settings from `.env`, overridden by the environment."""
+    return from_environment(Settings, environ, dotenv)
 
 
 def add_arguments(parser: argparse.ArgumentParser, *names: str) -> None:

@@ -37,10 +37,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from smw import config, jars
+from smw.config import comma_list, setting
 from tools import services
 from tools.services import ServiceError
 
@@ -48,10 +50,6 @@ log = logging.getLogger(__name__)
 
 ROOT = config.ROOT
 TEMPLATES = services.INFRA / "cluster"
-
-
-def _setting(env: str, default: str, help_text: str):
-    return field(default=default, metadata={"env": env, "help": help_text})
 
 
 def default_home() -> Path:
@@ -62,42 +60,40 @@ def default_home() -> Path:
 
 @dataclass(frozen=True)
 class ClusterSettings:
-    """Addresses, sizes and credentials of the multi-node stack; each from its environment variable."""
+    """Addresses and sizes of the multi-node stack; each from its environment variable."""
 
-    hosts: str = _setting("SMW_CLUSTER_HOSTS", "127.0.0.1,127.0.0.2,127.0.0.3",
-                          "one loopback address per Kafka broker and Cassandra node, comma separated")
-    kafka_port: str = _setting("SMW_CLUSTER_KAFKA_PORT", "19092", "SASL_PLAINTEXT client port of every broker")
-    kafka_controller_port: str = _setting("SMW_CLUSTER_KAFKA_CONTROLLER_PORT", "19093", "KRaft controller port")
-    kafka_heap: str = _setting("SMW_CLUSTER_KAFKA_HEAP", "512m", "heap of each broker")
-    kafka_min_insync: str = _setting("SMW_CLUSTER_KAFKA_MIN_INSYNC_REPLICAS", "2",
-                                     "min.insync.replicas of the cluster's topics")
-    cassandra_port: str = _setting("SMW_CLUSTER_CASSANDRA_PORT", "19042", "native protocol port of every node")
-    cassandra_storage_port: str = _setting("SMW_CLUSTER_CASSANDRA_STORAGE_PORT", "17000", "internode port")
-    cassandra_jmx_port: str = _setting("SMW_CLUSTER_CASSANDRA_JMX_PORT", "17199",
-                                       "JMX port of the first node (on 127.0.0.1); the next nodes take the next ports")
-    cassandra_heap: str = _setting("SMW_CLUSTER_CASSANDRA_HEAP", "1G", "heap of each Cassandra node")
-    cassandra_dc: str = _setting("SMW_CLUSTER_CASSANDRA_DC", "dc1", "data centre name of the ring")
-    spark_master_port: str = _setting("SMW_CLUSTER_SPARK_MASTER_PORT", "17077", "Spark master RPC port")
-    spark_master_ui_port: str = _setting("SMW_CLUSTER_SPARK_MASTER_UI_PORT", "18080", "Spark master web UI port")
-    spark_worker_port: str = _setting("SMW_CLUSTER_SPARK_WORKER_PORT", "17078", "RPC port of every worker")
-    spark_worker_ui_port: str = _setting("SMW_CLUSTER_SPARK_WORKER_UI_PORT", "18081", "web UI port of every worker")
-    spark_workers: str = _setting("SMW_CLUSTER_SPARK_WORKERS", "2", "number of Spark workers")
-    spark_worker_cores: str = _setting("SMW_CLUSTER_SPARK_WORKER_CORES", "2", "cores each worker offers")
-    spark_worker_memory: str = _setting("SMW_CLUSTER_SPARK_WORKER_MEMORY", "2g",
-                                        "memory each worker offers its executors")
-    spark_daemon_heap: str = _setting("SMW_CLUSTER_SPARK_DAEMON_HEAP", "256m", "heap of the master and each worker")
-    home: str = _setting("SMW_CLUSTER_HOME", "",
-                         "the workers' Spark installation and work dirs, outside the checkout "
-                         "(default ${XDG_CACHE_HOME:-~/.cache}/smw/cluster)")
-    timeout_s: str = _setting("SMW_CLUSTER_TIMEOUT_S", "300", "seconds to wait for the cluster to be ready")
-    kafka_username: str = _setting("KAFKA_SASL_USERNAME", "", "Kafka SCRAM user of clients (empty: smw)")
-    kafka_password: str = _setting("KAFKA_SASL_PASSWORD", "", "its password (empty: generated once)")
-    cassandra_username: str = _setting("CASSANDRA_USERNAME", "", "Cassandra role of clients (empty: smw)")
-    cassandra_password: str = _setting("CASSANDRA_PASSWORD", "", "its password (empty: generated once)")
+    hosts: str = setting("SMW_CLUSTER_HOSTS", "127.0.0.1,127.0.0.2,127.0.0.3",
+                         "one loopback address per Kafka broker and Cassandra node, comma separated")
+    kafka_port: str = setting("SMW_CLUSTER_KAFKA_PORT", "19092", "SASL_PLAINTEXT client port of every broker")
+    kafka_controller_port: str = setting("SMW_CLUSTER_KAFKA_CONTROLLER_PORT", "19093", "KRaft controller port")
+    kafka_heap: str = setting("SMW_CLUSTER_KAFKA_HEAP", "512m", "heap of each broker")
+    kafka_min_insync: str = setting("SMW_CLUSTER_KAFKA_MIN_INSYNC_REPLICAS", "2",
+                                    "min.insync.replicas of the cluster's topics")
+    cassandra_port: str = setting("SMW_CLUSTER_CASSANDRA_PORT", "19042", "native protocol port of every node")
+    cassandra_storage_port: str = setting("SMW_CLUSTER_CASSANDRA_STORAGE_PORT", "17000", "internode port")
+    cassandra_jmx_port: str = setting("SMW_CLUSTER_CASSANDRA_JMX_PORT", "17199",
+                                      "JMX port of the first node (on 127.0.0.1); the next nodes take the next ports")
+    cassandra_heap: str = setting("SMW_CLUSTER_CASSANDRA_HEAP", "1G", "heap of each Cassandra node")
+    cassandra_dc: str = setting("SMW_CLUSTER_CASSANDRA_DC", "dc1", "data centre name of the ring")
+    spark_master_port: str = setting("SMW_CLUSTER_SPARK_MASTER_PORT", "17077", "Spark master RPC port")
+    spark_master_ui_port: str = setting("SMW_CLUSTER_SPARK_MASTER_UI_PORT", "18080", "Spark master web UI port")
+    spark_worker_port: str = setting("SMW_CLUSTER_SPARK_WORKER_PORT", "17078", "RPC port of every worker")
+    spark_worker_ui_port: str = setting("SMW_CLUSTER_SPARK_WORKER_UI_PORT", "18081", "web UI port of every worker")
+    spark_workers: str = setting("SMW_CLUSTER_SPARK_WORKERS", "2", "number of Spark workers")
+    spark_worker_cores: str = setting("SMW_CLUSTER_SPARK_WORKER_CORES", "2", "cores each worker offers")
+    spark_worker_memory: str = setting("SMW_CLUSTER_SPARK_WORKER_MEMORY", "2g",
+                                       "memory each worker offers its executors")
+    spark_daemon_heap: str = setting("SMW_CLUSTER_SPARK_DAEMON_HEAP", "256m", "heap of the master and each worker")
+    home: str = setting("SMW_CLUSTER_HOME", "",
+                        "the workers' Spark installation and work dirs, outside the checkout "
+                        "(default ${XDG_CACHE_HOME:-~/.cache}/smw/cluster)")
+    timeout_s: str = setting("SMW_CLUSTER_TIMEOUT_S", "300", "seconds to wait for the cluster to be ready")
+    # The clients' accounts are the settings every client reads (smw.config: KAFKA_SASL_USERNAME,
+    # KAFKA_SASL_PASSWORD, CASSANDRA_USERNAME, CASSANDRA_PASSWORD); empty: smw, a generated password.
 
     @property
     def host_list(self) -> list[str]:
-        return [h.strip() for h in self.hosts.split(",") if h.strip()]
+        return comma_list(self.hosts)
 
     @property
     def home_dir(self) -> Path:
@@ -106,15 +102,24 @@ class ClusterSettings:
 
 def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = ROOT / ".env") -> ClusterSettings:
     """Cluster settings from `.env`, overridden by the environment (like `smw.config.load`)."""
-    values = config._read_dotenv(dotenv) if dotenv else {}
-    values.update(os.environ if environ is None else environ)
-    return ClusterSettings(**{f.name: values[f.metadata["env"]] for f in fields(ClusterSettings)
-                              if f.metadata["env"] in values})
+    return config.from_environment(ClusterSettings, environ, dotenv)
 
 
 # ------------------------------------------------------------------ credentials and files
 
-DEFAULT_CASSANDRA_SUPERUSER = ("cassandra", "cassandra")
+class Login(NamedTuple):
+    """A user name and its password (a pair: `user, password = login`)."""
+
+    user: str
+    password: str
+
+
+DEFAULT_CASSANDRA_SUPERUSER = Login("cassandra", "cassandra")
+# internal.env's keys of the cluster's own accounts, by the name of the Credentials field.
+INTERNAL_KEYS = {"kafka_broker": ("KAFKA_BROKER_USERNAME", "KAFKA_BROKER_PASSWORD"),
+                 "cassandra_admin": ("CASSANDRA_ADMIN_USERNAME", "CASSANDRA_ADMIN_PASSWORD")}
+# How every client and broker of the cluster talks to the brokers.
+KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM = "SASL_PLAINTEXT", "SCRAM-SHA-512"
 # Characters a Kafka user name or password cannot hold here: kafka-configs splits SCRAM settings on
 # them and the JAAS configuration quotes with them.
 KAFKA_UNSAFE = '"\\,=[]'
@@ -158,34 +163,22 @@ def write_env_file(path: Path, values: dict[str, str], header: str) -> None:
 class Credentials:
     """Who connects to what: the clients' accounts and the cluster's own."""
 
-    kafka_user: str
-    kafka_password: str
-    cassandra_user: str
-    cassandra_password: str
-    broker_user: str  # the brokers among themselves (SCRAM)
-    broker_password: str
-    cassandra_admin_user: str  # the superuser that replaced Cassandra's default one
-    cassandra_admin_password: str
+    kafka_client: Login
+    kafka_broker: Login  # the brokers among themselves (SCRAM)
+    cassandra_client: Login
+    cassandra_admin: Login  # the superuser that replaced Cassandra's default one
     kafka_cluster_id: str
-
-    @property
-    def kafka_client(self) -> tuple[str, str]:
-        return self.kafka_user, self.kafka_password
-
-    @property
-    def kafka_broker(self) -> tuple[str, str]:
-        return self.broker_user, self.broker_password
-
-    @property
-    def cassandra_client(self) -> tuple[str, str]:
-        return self.cassandra_user, self.cassandra_password
-
-    @property
-    def cassandra_admin(self) -> tuple[str, str]:
-        return self.cassandra_admin_user, self.cassandra_admin_password
 
 
 # ------------------------------------------------------------------ clients of the cluster (probes, tests)
+
+
+def kafka_settings(bootstrap: list[str], login: tuple[str, str]) -> config.Settings:
+    """The settings of a Kafka client of the cluster that logs in as `login`, from which `smw.config`
+    and `smw.kafka_clients` make its credentials, as for every other client of the project."""
+    return config.Settings(kafka_bootstrap=",".join(bootstrap), kafka_security_protocol=KAFKA_SECURITY_PROTOCOL,
+                           kafka_sasl_mechanism=KAFKA_SASL_MECHANISM, kafka_sasl_username=login[0],
+                           kafka_sasl_password=login[1])
 
 
 class AuthRefused(ServiceError):
@@ -242,14 +235,15 @@ def broker_metadata(address: str, login: tuple[str, str], timeout_s: float = 5.0
     from kafka.errors import KafkaConnectionError, KafkaTimeoutError
     from kafka.protocol.metadata import MetadataRequest
 
+    from smw import kafka_clients
+
     host, port = services._host_port(address)
     deadline = time.monotonic() + timeout_s
     conn = None
     try:
         with _kafka_login([address], login[0]):
-            conn = BrokerConnection(host, port, socket.AF_INET, security_protocol="SASL_PLAINTEXT",
-                                    sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=login[0],
-                                    sasl_plain_password=login[1], request_timeout_ms=int(timeout_s * 1000))
+            conn = BrokerConnection(host, port, socket.AF_INET, request_timeout_ms=int(timeout_s * 1000),
+                                    **kafka_clients.security_kwargs(kafka_settings([address], login)))
             if not conn.connect_blocking(timeout_s):
                 raise KafkaConnectionError(f"no connection to {address}")
             conn.send(MetadataRequest[1](topics=[]))  # no topics: the brokers only
@@ -401,7 +395,7 @@ class KafkaNode(services.Kafka):
         self.render_config("cluster/kafka.properties.template", self.properties, node_id=self.index, voters=voters,
                            controller_port=cs.kafka_controller_port, partitions=self.settings.kafka_partitions,
                            replication_factor=len(self.cluster.hosts), min_insync=cs.kafka_min_insync,
-                           broker_user=creds.broker_user, broker_password=creds.broker_password)
+                           broker_user=creds.kafka_broker.user, broker_password=creds.kafka_broker.password)
         if (self.data_dir / "meta.properties").exists():
             return  # formatted on the first start only: formatting again would erase the log
         # Every node is formatted with the same cluster id and the same SCRAM credentials, which the
@@ -692,7 +686,7 @@ class Cluster:
 
     def __init__(self, cs: ClusterSettings | None = None, settings: config.Settings | None = None):
         self.cs = cs or load_settings()
-        base = settings or config.load()
+        self.settings = base = settings or config.load()
         self.dir = Path(base.var_dir) / "cluster"
         self.hosts = self.cs.host_list
         self.node_settings = base.replace(var_dir=str(self.dir), kafka_heap=self.cs.kafka_heap,
@@ -736,25 +730,27 @@ class Cluster:
         accounts from internal.env, else new ones (written by `write_files`)."""
         if self._credentials is None:
             client, internal = read_env_file(self.env_file), read_env_file(self.internal_file)
-            cs = self.cs
+            settings = self.settings
 
-            def pick(value: str, key: str, default) -> str:
-                return value or client.get(key) or (default() if callable(default) else default)
+            def client_login(user: str, password: str, keys: tuple[str, str]) -> Login:
+                """The configured account, else cluster.env's, else smw with a new password."""
+                return Login(user or client.get(keys[0]) or "smw", password or client.get(keys[1]) or _new_password())
+
+            def own_login(keys: tuple[str, str], default_user: str) -> Login:
+                """internal.env's account, else `default_user` with a new password."""
+                return Login(internal.get(keys[0]) or default_user, internal.get(keys[1]) or _new_password())
 
             cluster_id = internal.get("KAFKA_CLUSTER_ID") or self._formatted_cluster_id() or services.new_cluster_id()
             self._credentials = Credentials(
-                kafka_user=pick(cs.kafka_username, "KAFKA_SASL_USERNAME", "smw"),
-                kafka_password=pick(cs.kafka_password, "KAFKA_SASL_PASSWORD", _new_password),
-                cassandra_user=pick(cs.cassandra_username, "CASSANDRA_USERNAME", "smw"),
-                cassandra_password=pick(cs.cassandra_password, "CASSANDRA_PASSWORD", _new_password),
-                broker_user=internal.get("KAFKA_BROKER_USERNAME") or "smw-broker",
-                broker_password=internal.get("KAFKA_BROKER_PASSWORD") or _new_password(),
-                cassandra_admin_user=internal.get("CASSANDRA_ADMIN_USERNAME") or "smw_admin",
-                cassandra_admin_password=internal.get("CASSANDRA_ADMIN_PASSWORD") or _new_password(),
+                kafka_client=client_login(settings.kafka_sasl_username, settings.kafka_sasl_password,
+                                          ("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD")),
+                kafka_broker=own_login(INTERNAL_KEYS["kafka_broker"], "smw-broker"),
+                cassandra_client=client_login(settings.cassandra_username, settings.cassandra_password,
+                                              ("CASSANDRA_USERNAME", "CASSANDRA_PASSWORD")),
+                cassandra_admin=own_login(INTERNAL_KEYS["cassandra_admin"], "smw_admin"),
                 kafka_cluster_id=cluster_id,
             )
-            for what, value in (("KAFKA_SASL_USERNAME", self._credentials.kafka_user),
-                                ("KAFKA_SASL_PASSWORD", self._credentials.kafka_password)):
+            for what, value in zip(("KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"), self._credentials.kafka_client):
                 if not value or any(c in value for c in KAFKA_UNSAFE) or any(c.isspace() for c in value):
                     raise ServiceError(f"{what} must be non-empty, without spaces or any of {KAFKA_UNSAFE} "
                                        "(Kafka's SCRAM and JAAS settings quote and split it)")
@@ -775,16 +771,16 @@ class Cluster:
         dc = self.cs.cassandra_dc
         return {
             "KAFKA_BOOTSTRAP": ",".join(self.kafka_bootstrap),
-            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-            "KAFKA_SASL_USERNAME": creds.kafka_user,
-            "KAFKA_SASL_PASSWORD": creds.kafka_password,
+            "KAFKA_SECURITY_PROTOCOL": KAFKA_SECURITY_PROTOCOL,
+            "KAFKA_SASL_MECHANISM": KAFKA_SASL_MECHANISM,
+            "KAFKA_SASL_USERNAME": creds.kafka_client.user,
+            "KAFKA_SASL_PASSWORD": creds.kafka_client.password,
             "KAFKA_REPLICATION_FACTOR": str(len(self.kafka)),
             "KAFKA_MIN_INSYNC_REPLICAS": self.cs.kafka_min_insync,
             "CASSANDRA_HOSTS": ",".join(node.host for node in self.cassandra),
             "CASSANDRA_PORT": self.cs.cassandra_port,
-            "CASSANDRA_USERNAME": creds.cassandra_user,
-            "CASSANDRA_PASSWORD": creds.cassandra_password,
+            "CASSANDRA_USERNAME": creds.cassandra_client.user,
+            "CASSANDRA_PASSWORD": creds.cassandra_client.password,
             "CASSANDRA_REPLICATION": f"{{'class': 'NetworkTopologyStrategy', '{dc}': {len(self.cassandra)}}}",
             "CASSANDRA_CONSISTENCY": "LOCAL_QUORUM",
             "SPARK_MASTER": self.spark_master.url,
@@ -797,12 +793,11 @@ class Cluster:
         write_env_file(self.env_file, self.client_environment(), (
             "# The multi-node stack of `make cluster-up` (tools/cluster.py): addresses and credentials of\n"
             "# its clients. Readable by you only. Use it with:  set -a; . var/cluster/cluster.env; set +a\n"))
-        write_env_file(self.internal_file, {
-            "KAFKA_CLUSTER_ID": creds.kafka_cluster_id,
-            "KAFKA_BROKER_USERNAME": creds.broker_user, "KAFKA_BROKER_PASSWORD": creds.broker_password,
-            "CASSANDRA_ADMIN_USERNAME": creds.cassandra_admin_user,
-            "CASSANDRA_ADMIN_PASSWORD": creds.cassandra_admin_password,
-        }, ("# The cluster's own accounts (tools/cluster.py): the brokers' SCRAM user and the Cassandra role\n"
+        internal = {"KAFKA_CLUSTER_ID": creds.kafka_cluster_id}
+        for name, keys in INTERNAL_KEYS.items():
+            internal.update(zip(keys, getattr(creds, name)))
+        write_env_file(self.internal_file, internal, (
+            "# The cluster's own accounts (tools/cluster.py): the brokers' SCRAM user and the Cassandra role\n"
             "# that administers roles. Its data was set up with these: keep this file with var/cluster.\n"))
 
     # -- accounts -------------------------------------------------------------------------------------
@@ -862,23 +857,20 @@ class Cluster:
             pass
         command_config = self.dir / "kafka-admin.properties"
         write_env_file(command_config, {}, "")
-        command_config.write_text(
-            "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
-            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{creds.broker_user}" password="{creds.broker_password}";\n')
+        command_config.write_text(kafka_settings(self.kafka_bootstrap, creds.kafka_broker).kafka_properties_text())
         try:
             result = subprocess.run(self.kafka[0]._java(
                 "kafka.admin.ConfigCommand", "--bootstrap-server", ",".join(self.kafka_bootstrap),
                 "--command-config", str(command_config), "--alter", "--entity-type", "users",
-                "--entity-name", creds.kafka_user,
-                "--add-config", f"SCRAM-SHA-512=[iterations=4096,password={creds.kafka_password}]"),
+                "--entity-name", creds.kafka_client.user,
+                "--add-config", f"SCRAM-SHA-512=[iterations=4096,password={creds.kafka_client.password}]"),
                 capture_output=True, text=True, check=False)
         finally:
             command_config.unlink(missing_ok=True)
         if result.returncode != 0:
-            raise ServiceError(f"setting the SCRAM credentials of Kafka user {creds.kafka_user!r} failed:\n"
+            raise ServiceError(f"setting the SCRAM credentials of Kafka user {creds.kafka_client.user!r} failed:\n"
                                f"{result.stdout}{result.stderr}")
-        print(f"kafka      SCRAM user {creds.kafka_user} given the configured password (KAFKA_SASL_USERNAME, "
+        print(f"kafka      SCRAM user {creds.kafka_client.user} given the configured password (KAFKA_SASL_USERNAME, "
               "KAFKA_SASL_PASSWORD)")
         _retry(lambda: kafka_brokers(self.kafka_bootstrap, creds.kafka_client), timeout_s, AuthRefused)
 

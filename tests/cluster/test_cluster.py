@@ -94,13 +94,12 @@ def test_status_shows_every_node_ready_and_the_workers_blind(cluster):
 
 def test_default_topic_settings(cluster):
     """A topic created without a replication factor gets 3 replicas; every broker's min.insync.replicas is 2."""
-    from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-    user, password = cluster.credentials().kafka_client
-    admin = KafkaAdminClient(bootstrap_servers=cluster.kafka_bootstrap, security_protocol="SASL_PLAINTEXT",
-                             sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=user, sasl_plain_password=password,
-                             request_timeout_ms=15000)
+    from smw import kafka_clients
+
+    settings = cluster_tool.kafka_settings(cluster.kafka_bootstrap, cluster.credentials().kafka_client)
+    admin = kafka_clients.admin(settings, request_timeout_ms=15000)
     name = f"cluster-test-{uuid.uuid4().hex[:8]}"
     try:
         admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=-1)], timeout_ms=15000)
@@ -120,7 +119,7 @@ def test_default_topic_settings(cluster):
 def test_a_wrong_kafka_password_is_refused(cluster):
     creds = cluster.credentials()
     user, password = creds.kafka_client
-    for login in ((user, password + "-wrong"), ("nobody", password), (creds.broker_user, password)):
+    for login in ((user, password + "-wrong"), ("nobody", password), (creds.kafka_broker.user, password)):
         started = time.monotonic()
         with pytest.raises(cluster_tool.AuthRefused) as refused:
             cluster_tool.broker_metadata(cluster.kafka_bootstrap[0], login)
@@ -145,7 +144,8 @@ def test_a_kafka_client_without_sasl_is_cut_off(cluster):
 def test_a_wrong_cassandra_password_is_refused(cluster):
     creds = cluster.credentials()
     node = cluster.cassandra[0]
-    logins = [(creds.cassandra_user, creds.cassandra_password + "-wrong"), cluster_tool.DEFAULT_CASSANDRA_SUPERUSER]
+    user, password = creds.cassandra_client
+    logins = [(user, password + "-wrong"), cluster_tool.DEFAULT_CASSANDRA_SUPERUSER]
     for login in logins:
         with pytest.raises(cluster_tool.AuthRefused) as refused:
             cluster_tool.cassandra_session([node.host], node.port, login)

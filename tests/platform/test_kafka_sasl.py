@@ -126,6 +126,21 @@ def test_the_settings_become_every_clients_options():
         config.load(environ={"KAFKA_SASL_USERNAME": "u"}, dotenv=None).kafka_client_kwargs()
 
 
+def test_the_cluster_launcher_logs_in_with_the_same_settings():
+    """tools.cluster's probes and its Kafka admin tool get their credentials from smw.config too."""
+    from tools import cluster
+
+    settings = cluster.kafka_settings(["127.0.0.2:19092", "127.0.0.3:19092"], cluster.Login("smw-broker", "pw"))
+    assert settings.kafka_bootstrap_list == ["127.0.0.2:19092", "127.0.0.3:19092"]
+    assert kafka_clients.security_kwargs(settings) == {
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "smw-broker", "sasl_plain_password": "pw"}
+    assert settings.kafka_properties_text() == (
+        "security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="smw-broker" password="pw";\n')
+
+
 def test_replay_and_landing_go_through_sasl(scram_broker, spark, tmp_path):
     settings = scram_broker.replace(kafka_topic="sasl-readings", data_dir=str(tmp_path / "data"))
     init.create_topics(settings, {settings.kafka_topic: 2})  # the admin client, with the credentials
@@ -186,10 +201,6 @@ def test_spark_refused_mid_run_is_one_line_too(scram_broker, spark, tmp_path, mo
     assert "\n" not in said[0]
 
 
-# The local stack's cluster launcher administers its brokers with an admin login of its own.
-OWN_LOGIN = {"tools/cluster.py"}
-
-
 def test_every_kafka_client_is_made_by_smw_kafka_clients():
     """No module makes a kafka-python client itself: it would leave out the configured credentials."""
     import re
@@ -199,7 +210,7 @@ def test_every_kafka_client_is_made_by_smw_kafka_clients():
     for top in ("smw", "ingest", "batch", "streaming", "webapp", "datasets", "tools"):
         for path in sorted((config.ROOT / top).rglob("*.py")):
             relative = path.relative_to(config.ROOT).as_posix()
-            if relative == "smw/kafka_clients.py" or relative in OWN_LOGIN:
+            if relative == "smw/kafka_clients.py":
                 continue
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if made_here.search(line):
