@@ -1104,7 +1104,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("kill, stop and start take a node; the other actions none")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cluster = Cluster()
-    try:
+
+    def act() -> int:
         if args.action == "up":
             cluster.up(args.timeout)
             print(cluster.usage())
@@ -1120,10 +1121,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.node} ready (pid {cluster.start_node(args.node, args.timeout)})")
         else:
             print(cluster.env_file)
-    except (ServiceError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return 0
+
+    return services.exit_status(act)
 
 
 if __name__ == "__main__":

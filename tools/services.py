@@ -488,7 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = config.load()
     services = select(args.services, settings)
     timeout_s = args.timeout or float(settings.service_timeout_s)
-    try:
+
+    def act() -> int:
         if args.action == "up":
             up(local_only(services), timeout_s)
         elif args.action == "ensure":
@@ -501,10 +502,19 @@ def main(argv: list[str] | None = None) -> int:
             down(services)
         else:
             return 0 if status(services) else 1
+        return 0
+
+    return exit_status(act)
+
+
+def exit_status(action) -> int:
+    """Run a command's `action` (no arguments): its exit status, or 1 after one `error:` line on stderr
+    when it raises a ServiceError or misses a file (this module's `main` and tools.cluster's)."""
+    try:
+        return action()
     except (ServiceError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":
