@@ -89,28 +89,43 @@ def phases(job: faults.Job) -> dict[str, float]:
     return {"start": job.started, "pass": passed, "end": job.ended}
 
 
+def nightly_through_a_kill(cluster, settings: config.Settings, dataset, tmp_path, figures, label: str, victim,
+                           ui_port: int | None = None):
+    """The nightly on the cluster's master, one node SIGKILLed while it runs: `victim(job)` waits for the
+    moment and names the node. The job must exit 0, and its outputs, read back while the node is still
+    down, equal the reference; the node is started again after that. (job, when the node was killed,
+    its name, the rows compared.)"""
+    clear_outputs(settings)
+    with faults.whole_again(cluster, figures, label):
+        with start_nightly(cluster, settings, dataset, tmp_path / "nightly.log", ui_port or faults.free_port()) as job:
+            name = victim(job)
+            killed = time.monotonic()
+            cluster_tool.kill(name, cluster)
+            assert job.finish(900) == 0, job.tail()
+        assert cluster.node(name).pid() is None
+        compared = assert_cassandra_equals_reference(settings, dataset)
+    return job, killed, name, sum(compared.values())
+
+
 def test_a_cassandra_node_killed_while_the_nightly_writes(cluster, client_settings, dataset, tmp_path, figures):
     label = "Cassandra node killed during the nightly's writes"
-    clear_outputs(client_settings)
-    with faults.whole_again(cluster, figures, label):
-        with start_nightly(cluster, client_settings, dataset, tmp_path / "nightly.log", faults.free_port()) as job:
-            passed, _ = job.wait_for(r"per-meter pass:", 900)
-            time.sleep(KILL_AFTER_PASS_S)
-            job.check()
-            killed = time.monotonic()
-            cluster_tool.kill(CASSANDRA_VICTIM, cluster)
-            assert job.finish(900) == 0, job.tail()
-        written_after = job.found(r" written in ", after=killed)
-        assert written_after, f"every table was written before the kill:\n{job.tail()}"
-        # Read back with the node still down: the rows are on a quorum of the other two.
-        assert cluster.node(CASSANDRA_VICTIM).pid() is None
-        compared = assert_cassandra_equals_reference(client_settings, dataset)
+
+    def after_the_pass(job):
+        job.wait_for(r"per-meter pass:", 900)
+        time.sleep(KILL_AFTER_PASS_S)
+        job.check()
+        return CASSANDRA_VICTIM
+
+    job, killed, victim, compared = nightly_through_a_kill(cluster, client_settings, dataset, tmp_path, figures,
+                                                           label, after_the_pass)
+    written_after = job.found(r" written in ", after=killed)
+    assert written_after, f"every table was written before the kill:\n{job.tail()}"
     times = phases(job)
-    figures(label, f"{CASSANDRA_VICTIM} SIGKILLed {killed - passed:.1f} s after the per-meter pass, {len(written_after)} "
+    figures(label, f"{victim} SIGKILLed {killed - times['pass']:.1f} s after the per-meter pass, {len(written_after)} "
                    f"of {len(WRITTEN)} tables still being written; the first of them written "
                    f"{written_after[0][0] - killed:.1f} s after the kill, the last (the job done) "
                    f"{times['end'] - killed:.1f} s after it; the job {times['end'] - times['start']:.1f} s in all; "
-                   f"{sum(compared.values()):,} rows read back at LOCAL_QUORUM with the node down = reference")
+                   f"{compared:,} rows read back at LOCAL_QUORUM with the node down = reference")
 
 
 def executors(ui_port: int) -> list[dict]:
@@ -124,32 +139,33 @@ def executors(ui_port: int) -> list[dict]:
 
 def test_a_spark_worker_killed_mid_nightly(cluster, client_settings, dataset, tmp_path, figures):
     label = "Spark worker killed mid-nightly"
-    clear_outputs(client_settings)
     ui_port = faults.free_port()
     workers = {worker.host: worker.name for worker in cluster.spark_workers}
-    with faults.whole_again(cluster, figures, label):
-        with start_nightly(cluster, client_settings, dataset, tmp_path / "nightly.log", ui_port) as job:
-            # Mid-pass: tasks done already, and a worker's executor running others.
-            def busy_worker():
-                job.check()
-                found = [e for e in executors(ui_port) if e["id"] != "driver"]
-                if sum(e["completedTasks"] for e in found) < 2:
-                    return None
-                running = [e for e in found if e["activeTasks"] > 0 and e["hostPort"].split(":")[0] in workers]
-                return running[0] if running else None
+    executor = {}
 
-            executor = faults.wait_until(busy_worker, 600, "an executor runs tasks of the per-meter pass", 0.1)
-            victim = workers[executor["hostPort"].split(":")[0]]
-            killed = time.monotonic()
-            cluster_tool.kill(victim, cluster)
-            assert job.finish(900) == 0, job.tail()
-        passed = job.found(r"per-meter pass:")
-        assert passed and passed[0][0] > killed, "the per-meter pass was over before the kill"
-        lost = job.found(r"Lost executor|Lost task|FetchFailed|Resubmitt")
-        compared = assert_cassandra_equals_reference(client_settings, dataset)
+    def busy_worker(job):
+        """Mid-pass: tasks done already, and a worker's executor running others; that worker."""
+        nonlocal executor
+
+        def running_executor():
+            job.check()
+            listed = [e for e in executors(ui_port) if e["id"] != "driver"]
+            if sum(e["completedTasks"] for e in listed) < 2:
+                return None
+            running = [e for e in listed if e["activeTasks"] > 0 and e["hostPort"].split(":")[0] in workers]
+            return running[0] if running else None
+
+        executor = faults.wait_until(running_executor, 600, "an executor runs tasks of the per-meter pass", 0.1)
+        return workers[executor["hostPort"].split(":")[0]]
+
+    job, killed, victim, compared = nightly_through_a_kill(cluster, client_settings, dataset, tmp_path, figures,
+                                                           label, busy_worker, ui_port)
+    passed = job.found(r"per-meter pass:")
+    assert passed and passed[0][0] > killed, "the per-meter pass was over before the kill"
+    lost = job.found(r"Lost executor|Lost task|FetchFailed|Resubmitt")
     times = phases(job)
     figures(label, f"{victim} SIGKILLed {killed - times['start']:.1f} s into the job, its executor running "
                    f"{executor['activeTasks']} task(s) of the per-meter pass ({len(lost)} lines of the driver about "
                    f"lost executors, tasks or shuffle files); the pass done {times['pass'] - killed:.1f} s after the "
                    f"kill, the job {times['end'] - killed:.1f} s after it, {times['end'] - times['start']:.1f} s in "
-                   f"all; {sum(compared.values()):,} rows = reference")
+                   f"all; {compared:,} rows = reference")
