@@ -121,7 +121,7 @@ def pulse_meter(user: User | None) -> bool:
         return True
     # /last/<x> answers the default meter's last x ms when no meter x has points
     return (request.endpoint == "pulse.last" and meter_arg.isdigit() and bool(default)
-            and may_read_meter(user, pulse.meter(default)) and pulse.last_point(cassandra(), meter_id) is None)
+            and may_read_meter(user, pulse.meter(default)) and pulse.request_last_point(meter_id) is None)
 
 
 # the multi-meter form of each pulse route; all but last_n have a single-meter form "<name>_default"

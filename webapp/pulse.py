@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, g, jsonify
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 
 from webapp import params
@@ -115,6 +115,14 @@ def last_point(store: CassandraStore, meter_id: str) -> list[int] | None:
     return [rows[0].stamp_ms, rows[0].ms] if rows else None
 
 
+def request_last_point(meter_id: str) -> list[int] | None:
+    """The meter's last point, read once per request (the route's access policy may have asked first)."""
+    memo = g.setdefault("pulse_last_points", {})
+    if meter_id not in memo:
+        memo[meter_id] = last_point(cassandra(), meter_id)
+    return memo[meter_id]
+
+
 def points_from(store: CassandraStore, meter_id: str, after_ms: int, inclusive: bool, until_ms: int,
                 limit: int) -> list[list[int]]:
     """The first `limit` points from after_ms (>= when inclusive, else >) to until_ms, oldest first."""
@@ -189,8 +197,8 @@ def compatible_headers(response: Response) -> Response:
 def last(meter_id):
     """The meter's last point; `/last/<n>` when no meter called n has points (see above)."""
     if meter_id is None:
-        return jsonify(last_point(cassandra(), default_meter()) or [])
-    found = last_point(cassandra(), meter(meter_id))
+        return jsonify(request_last_point(default_meter()) or [])
+    found = request_last_point(meter(meter_id))
     if found is not None:
         return jsonify(found)
     if meter_id.isdigit() and current_app.config["PULSE_DEFAULT_METER"]:
