@@ -17,6 +17,7 @@ import uuid
 import pytest
 
 from smw import config
+from tests.cluster import faults
 from tools import cluster as cluster_tool
 
 pytestmark = pytest.mark.cluster
@@ -210,22 +211,23 @@ def test_kill_and_start_one_node_of_each_kind(cluster):
     meta = (cluster.kafka[2].data_dir / "meta.properties").read_text()
 
     names = ["kafka-3", "cassandra-3", "spark-worker-2"]
-    pids = {name: cluster_tool.kill(name, cluster) for name in names}
-    for name, pid in pids.items():
-        assert cluster.node(name).pid() is None
-        assert gone(pid), f"{name} (pid {pid}) still runs"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        problems = [what for what, _nodes in cluster.missing(cluster.health())]
-        if len(problems) >= 3 and any("[1, 2]" in p for p in problems):
-            break
-        time.sleep(1)
-    assert any("cassandra-3 is not running" in p for p in problems), problems
-    assert any("spark:" in p for p in problems) and any("kafka:" in p for p in problems), problems
+    with faults.whole_again(cluster):  # also when a check fails: the tests after this one need every node
+        pids = {name: cluster_tool.kill(name, cluster) for name in names}
+        for name, pid in pids.items():
+            assert cluster.node(name).pid() is None
+            assert gone(pid), f"{name} (pid {pid}) still runs"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            problems = [what for what, _nodes in cluster.missing(cluster.health())]
+            if len(problems) >= 3 and any("[1, 2]" in p for p in problems):
+                break
+            time.sleep(1)
+        assert any("cassandra-3 is not running" in p for p in problems), problems
+        assert any("spark:" in p for p in problems) and any("kafka:" in p for p in problems), problems
 
-    for name in names:
-        assert cluster_tool.start(name, cluster, timeout_s=240) == cluster.node(name).pid()
-    cluster.wait_whole(240)
+        for name in names:
+            assert cluster_tool.start(name, cluster, timeout_s=240) == cluster.node(name).pid()
+        cluster.wait_whole(240)
     assert (cluster.kafka[2].data_dir / "meta.properties").read_text() == meta
     handle, session = cluster_tool.cassandra_session([victim.host], victim.port, creds.cassandra_client,
                                                      only_first=True)
