@@ -89,6 +89,11 @@ class Settings:
         "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "SASL mechanism: SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN")
     kafka_sasl_username: str = setting("KAFKA_SASL_USERNAME", "", "Kafka SASL user (empty: no SASL)")
     kafka_sasl_password: str = setting("KAFKA_SASL_PASSWORD", "", "Kafka SASL password")
+    kafka_source_timeout_ms: str = setting(
+        "KAFKA_SOURCE_TIMEOUT_MS", "15000",
+        "how long Spark's Kafka source (landing, alert and live-power jobs) waits for a broker: an offset lookup "
+        "(default.api.timeout.ms) before Spark tries again with a new client (3 attempts), each request half as "
+        "long (request.timeout.ms); empty: Kafka's own 60 s and 30 s")
     cassandra_hosts: str = setting("CASSANDRA_HOSTS", "127.0.0.1", "Cassandra contact points, comma separated")
     cassandra_port: str = setting("CASSANDRA_PORT", "9042", "Cassandra native protocol port")
     cassandra_keyspace: str = setting("CASSANDRA_KEYSPACE", "smw", "Cassandra keyspace")
@@ -231,6 +236,22 @@ class Settings:
         """Options of Spark's Kafka source and sink: the brokers and `kafka.`-prefixed security properties."""
         options = {"kafka.bootstrap.servers": self.kafka_bootstrap}
         options.update({f"kafka.{key}": value for key, value in self.kafka_java_properties().items()})
+        return options
+
+    def spark_kafka_source_options(self) -> dict[str, str]:
+        """Options of Spark's Kafka source: `spark_kafka_options()` and, from KAFKA_SOURCE_TIMEOUT_MS, the
+        timeouts of its Kafka clients (the driver's offset lookups, the executors' consumers). A lookup
+        that waits for a broker that died fails after `kafka.default.api.timeout.ms` (Kafka's default: 60 s)
+        and Spark tries it again with a new client, which finds the partitions' new leaders."""
+        options = self.spark_kafka_options()
+        timeout = self.kafka_source_timeout_ms.strip()
+        if timeout:
+            if not timeout.isdigit() or int(timeout) < 1000:
+                raise ValueError(f"KAFKA_SOURCE_TIMEOUT_MS={self.kafka_source_timeout_ms!r} is not a number of "
+                                 "milliseconds of at least 1000 (or empty: Kafka's own timeouts)")
+            options["kafka.default.api.timeout.ms"] = str(int(timeout))
+            # At most the lookup's: Kafka's admin client refuses a request timeout longer than its API timeout.
+            options["kafka.request.timeout.ms"] = str(int(timeout) // 2)
         return options
 
     def kafka_properties_text(self) -> str:

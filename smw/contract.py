@@ -14,15 +14,16 @@ from smw import config, messages, schema
 def read_kafka(spark, settings: config.Settings, *, starting_offsets: str = "earliest",
                max_offsets_per_trigger: int | None = None, fail_on_data_loss: bool = True):
     """A streaming DataFrame of the readings topic's Kafka records (Spark's Kafka source), with the
-    configured credentials (`Settings.spark_kafka_options`). With SASL configured, refused credentials
-    are `kafka_clients.KafkaAuthError` here, before Spark tries them."""
+    configured credentials and timeouts (`Settings.spark_kafka_source_options`: a broker that died
+    holds up the next micro-batch for KAFKA_SOURCE_TIMEOUT_MS, not Kafka's 60 s). With SASL configured,
+    refused credentials are `kafka_clients.KafkaAuthError` here, before Spark tries them."""
     if settings.kafka_sasl or settings.kafka_security_protocol.strip().upper() not in ("", "PLAINTEXT"):
         from smw import kafka_clients
 
         kafka_clients.check_credentials(settings)
     reader = (
         spark.readStream.format("kafka")
-        .options(**settings.spark_kafka_options())
+        .options(**settings.spark_kafka_source_options())
         .option("subscribe", settings.kafka_topic)
         .option("startingOffsets", starting_offsets)
         .option("failOnDataLoss", str(fail_on_data_loss).lower())

@@ -119,6 +119,14 @@ def test_the_settings_become_every_clients_options():
     assert options["kafka.sasl.jaas.config"] == (
         'org.apache.kafka.common.security.scram.ScramLoginModule required username="u" password="p\\"q\\\\r";')
     assert "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule" in settings.kafka_properties_text()
+    # Spark's Kafka source: the same, and how long its clients wait for a broker (KAFKA_SOURCE_TIMEOUT_MS).
+    source = settings.spark_kafka_source_options()
+    assert source == {**options, "kafka.default.api.timeout.ms": "15000", "kafka.request.timeout.ms": "7500"}
+    kafka_defaults = settings.replace(kafka_source_timeout_ms="")
+    assert kafka_defaults.spark_kafka_source_options() == options
+    for wrong in ("15s", "999", "-1"):
+        with pytest.raises(ValueError, match="KAFKA_SOURCE_TIMEOUT_MS"):
+            settings.replace(kafka_source_timeout_ms=wrong).spark_kafka_source_options()
     # The default: PLAINTEXT, no SASL, nothing added to any client.
     plain = config.load(environ={}, dotenv=None)
     assert plain.kafka_client_kwargs() == {} and plain.spark_kafka_options() == {"kafka.bootstrap.servers": "127.0.0.1:9092"}
