@@ -9,13 +9,16 @@ that checks it).
 
 Every answer carries a Content-Security-Policy that allows this site's own scripts,
 styles, images and connections only, and no framing (frame-ancestors 'none'; X-Frame-Options
-for older browsers), X-Content-Type-Options: nosniff and Referrer-Policy: same-origin.
+for older browsers), X-Content-Type-Options: nosniff and Referrer-Policy: same-origin. An answer
+to a signed-in user (a session or an API token) that sets no caching of its own is
+Cache-Control: no-store: a household's pages and data are kept by no browser or proxy cache,
+and a page reloaded after a change always reads it again.
 """
 from __future__ import annotations
 
 import os
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import SecurityError
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1"]
@@ -62,4 +65,6 @@ def init_app(app: Flask) -> None:
     def security_headers(response: Response) -> Response:
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
+        if g.get("user") is not None and "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
         return response

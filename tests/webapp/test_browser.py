@@ -17,7 +17,7 @@ PASSWORD = "a household's own password"
 
 def test_a_household_signs_in_and_sees_its_live_alerts_its_settings_and_no_other_house(
         settings, rethinkdb_ready, cassandra_session, house_id, insert_alert):
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -66,8 +66,13 @@ def test_a_household_signs_in_and_sees_its_live_alerts_its_settings_and_no_other
                                             or d.find_element(By.ID, "save-status").text.startswith("not saved"))
             assert driver.find_element(By.ID, "save-status").text == "saved"
             driver.refresh()  # the form is filled from GET /api/me/notifications
-            WebDriverWait(driver, 10).until(
-                lambda d: d.find_element(By.NAME, "email").get_attribute("value") == f"{name}@example.org")
+            try:
+                WebDriverWait(driver, 10).until(
+                    lambda d: d.find_element(By.NAME, "email").get_attribute("value") == f"{name}@example.org")
+            except TimeoutException:
+                field = driver.find_element(By.NAME, "email").get_attribute("value")
+                status = driver.find_element(By.ID, "save-status").text
+                raise AssertionError(f"after a reload the e-mail field holds {field!r}, status {status!r}") from None
 
             driver.get(f"{server.url}/houses/{house_id}")
             assert house_id in driver.find_element(By.TAG_NAME, "h1").text
