@@ -44,6 +44,7 @@ from smw import config, cql, init, rethink
 from smw.alert import RETHINKDB_TABLE
 from tools import sample
 from tools.server import ServerProcess, make_user
+from tools.services import process_tree
 from tools.sse_clients import SSEClients
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -53,16 +54,12 @@ SPAWN_SLACK_S = 2.0  # time for the client processes to start before their warm-
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process and its descendants so far (Linux /proc)."""
     total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-        except (OSError, IndexError, ValueError):
+        except OSError:
             continue  # a process that ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return total
 
 

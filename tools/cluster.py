@@ -353,21 +353,8 @@ def http_json(url: str, timeout_s: float = 3.0):
 # ------------------------------------------------------------------ processes
 
 
-def process_tree(pid: int) -> list[int]:
-    """pid and all its descendants."""
-    found, index = [pid], 0
-    while index < len(found):
-        try:
-            for task in Path(f"/proc/{found[index]}/task").iterdir():
-                found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            pass
-        index += 1
-    return found
-
-
 def tree_rss_mib(pid: int) -> float | None:
-    sizes = [services._rss_mib(p) for p in process_tree(pid)]
+    sizes = [services._rss_mib(p) for p in services.process_tree(pid)]
     known = [s for s in sizes if s is not None]
     return sum(known) if known else None
 
@@ -682,7 +669,7 @@ class SparkWorker(_SparkDaemon):
         pid = self.pid()
         if pid is None:
             return None
-        inner = process_tree(pid)[1:2]  # the namespace's first process (sh)
+        inner = services.process_tree(pid)[1:2]  # the namespace's first process (sh)
         if not inner:
             return None
         try:

@@ -60,6 +60,19 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants (Linux /proc)."""
+    found, index = [pid], 0
+    while index < len(found):
+        try:
+            for task in Path(f"/proc/{found[index]}/task").iterdir():
+                found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        index += 1
+    return found
+
+
 def _rss_mib(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
