@@ -138,19 +138,16 @@ class Front:
             # the view handed the rest of its answer to the loop
             return Answer(*answer_head(started), b"".join(chunks), iterable=iterable, stream=stream)
         iterator = iter(iterable)
-        size = sum(map(len, chunks))
         try:
-            for chunk in iterator:
-                if chunk:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size >= BATCH_BYTES:
-                        return Answer(*answer_head(started), b"".join(chunks), rest=iterator, iterable=iterable)
+            batch = next_batch(iterator)
         except BaseException:
             close(iterable)
             raise
+        body = b"".join(chunks) + batch
+        if len(batch) >= BATCH_BYTES:  # maybe more to come: the loop asks for it batch by batch
+            return Answer(*answer_head(started), body, rest=iterator, iterable=iterable)
         close(iterable)
-        return Answer(*answer_head(started), b"".join(chunks))
+        return Answer(*answer_head(started), body)
 
     async def rest(self, loop, answer: Answer, start: dict, send) -> None:
         """Write a large answer batch by batch, each read from its iterator in a worker."""
