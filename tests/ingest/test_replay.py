@@ -103,12 +103,16 @@ def test_paced_synthetic_replay_interleaves_houses_in_event_time():
 def test_a_start_time_skips_what_is_already_past():
     import datetime as dt
 
+    # Yesterday with three days holds the present in every house's own zone, at any hour of the run.
     now = time.time()
-    batches, _ = replay.source_batches("synthetic", 2, 1, 5, 0.5, speed=10.0, period_s=60.0,
-                                       start_date=dt.date.fromtimestamp(now - 86400 / 2).isoformat(),
-                                       not_before_ts_s=now)
+    options = dict(speed=10.0, period_s=60.0, start_date=dt.date.fromtimestamp(now - 86400).isoformat())
+    unbounded, _ = replay.source_batches("synthetic", 2, 3, 5, 0.5, **options)
+    everything = [t for b in unbounded for t in b.column("ts_s").to_pylist()]
+    assert min(everything) < now < max(everything)
+    batches, _ = replay.source_batches("synthetic", 2, 3, 5, 0.5, not_before_ts_s=now, **options)
     ts = [t for b in batches for t in b.column("ts_s").to_pylist()]
     assert ts and min(ts) >= now
+    assert len(ts) == sum(1 for t in everything if t >= now)
 
 
 def test_generator_options_are_refused_for_other_sources():
