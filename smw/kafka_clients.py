@@ -11,17 +11,23 @@ until `max_block_ms`, an admin client fails with `IncompatibleBrokerVersion`. So
 configured each constructor first authenticates one connection (`check_credentials`, a few
 milliseconds) and raises `KafkaAuthError`, one line naming the settings to check. Without
 SASL (the local stack) nothing is checked and nothing changes.
+
+A producer's `close()` without a timeout waits for what was sent to be delivered, as
+kafka-python's does, and then gives its I/O thread `CLOSE_GRACE_S` to stop (`Producer`).
 """
 from __future__ import annotations
 
 import logging
 import socket
 
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from smw import config
 
 log = logging.getLogger(__name__)
+
+CLOSE_GRACE_S = 1.0  # for the I/O thread to stop once everything sent is delivered
 
 
 class KafkaAuthError(KafkaError):
@@ -100,11 +106,28 @@ def _common(settings: config.Settings, options: dict) -> dict:
     return {"bootstrap_servers": settings.kafka_bootstrap_list, **security_kwargs(settings), **options}
 
 
-def producer(settings: config.Settings, **options):
-    """A `KafkaProducer` to the configured brokers with the configured credentials."""
-    from kafka import KafkaProducer
+class Producer(KafkaProducer):
+    """A `KafkaProducer` whose `close()` without a timeout cannot wait forever once nothing is left to send.
 
-    return KafkaProducer(**_common(settings, options))
+    kafka-python 2.3.3's idempotent producer fetches its producer id in its I/O thread, retrying
+    while a broker that has just started answers `CoordinatorLoadInProgress`. A `close()` in that
+    window (a replay that stops at once: a missing topic) wakes the thread while it is inside
+    that retry, whose own poll swallows the wakeup; the thread then polls with no deadline and
+    `close()` joins it forever. Here `close()` first waits for delivery (what `close()` waits
+    for), then lets the thread stop within `CLOSE_GRACE_S` before forcing it: by then nothing is
+    left to send, so forcing loses nothing. With a timeout, kafka-python's own bound applies.
+    """
+
+    def close(self, timeout=None, null_logger=False):
+        if timeout is None and not getattr(self, "_closed", True):
+            self.flush()
+            timeout = CLOSE_GRACE_S
+        super().close(timeout, null_logger)
+
+
+def producer(settings: config.Settings, **options) -> Producer:
+    """A `Producer` (a `KafkaProducer`) to the configured brokers with the configured credentials."""
+    return Producer(**_common(settings, options))
 
 
 def consumer(settings: config.Settings, *topics: str, **options):
