@@ -48,6 +48,7 @@ from tools.services import process_tree
 from tools.sse_clients import SSEClients
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+WRK_MISSING = "wrk is not installed: install it with 'sudo apt-get install -y wrk' (or measure with --load python)"
 SPAWN_SLACK_S = 2.0  # time for the client processes to start before their warm-up
 
 
@@ -174,10 +175,6 @@ end
 """
 
 
-class WrkMissing(RuntimeError):
-    pass
-
-
 def wrk_load(url: str, token: str, paths: list[str], clients: int, warmup_s: float, seconds: float,
              server_pid: int | None = None) -> dict:
     """The same closed-loop load from wrk: `clients` keep-alive connections over 2 threads, a warm-up
@@ -185,8 +182,7 @@ def wrk_load(url: str, token: str, paths: list[str], clients: int, warmup_s: flo
     timeouts and answers with a status of 400 or more."""
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise WrkMissing("wrk is not installed: install it with 'sudo apt-get install -y wrk' "
-                         "(or measure with --load python)")
+        raise RuntimeError(WRK_MISSING)
     threads = max(1, min(2, clients))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="smw-bench-") as script:
         script.write(WRK_SCRIPT % ",".join(json.dumps(path) for path in paths))
@@ -285,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     if not loads or any(name not in LOADS for name in loads):
         parser.error(f"--load {args.load}: choose among {', '.join(LOADS)}")
     if "wrk" in loads and shutil.which("wrk") is None:
-        parser.error("wrk is not installed: install it with 'sudo apt-get install -y wrk' (or use --load python)")
+        parser.error(WRK_MISSING)
     variants = []
     for spec in args.variant:
         label, _, options = spec.partition("=")

@@ -359,16 +359,6 @@ def tree_rss_mib(pid: int) -> float | None:
     return sum(known) if known else None
 
 
-def _exited(pid: int) -> bool:
-    """No such process, or only its exit status left for its parent. A killed JVM's command line is
-    empty while it still frees its memory, before that: its node's `pid()` is None already then."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return True
-    return "\nState:\tZ" in status
-
-
 def _inside(path: Path, folder: Path) -> bool:
     try:
         return path.resolve().is_relative_to(folder.resolve())
@@ -1038,10 +1028,12 @@ class Cluster:
             raise ServiceError(f"{name} is not running")
         os.killpg(pid, signum)
         deadline = time.monotonic() + 60
-        while not _exited(pid) and time.monotonic() < deadline:
+        # Until it is gone, not until its node's pid() is None: a killed JVM's command line is empty
+        # while it still frees its memory.
+        while not services.exited(pid) and time.monotonic() < deadline:
             services._reap(pid)
             time.sleep(0.1)
-        if not _exited(pid):
+        if not services.exited(pid):
             raise ServiceError(f"{name} (pid {pid}) still runs 60 s after {signal.Signals(signum).name}")
         return pid
 

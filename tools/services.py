@@ -73,14 +73,27 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def _rss_mib(pid: int) -> float | None:
+def _status_field(pid: int, name: str) -> str | None:
+    """A field of /proc/<pid>/status ("State", "VmRSS"); None without such a process or field."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+            key, _, value = line.partition(":")
+            if key == name:
+                return value.strip()
     except OSError:
         return None
     return None
+
+
+def exited(pid: int) -> bool:
+    """No such process, or only its exit status left for its parent (a zombie)."""
+    state = _status_field(pid, "State")
+    return state is None or state.startswith("Z")
+
+
+def _rss_mib(pid: int) -> float | None:
+    rss = _status_field(pid, "VmRSS")
+    return int(rss.split()[0]) / 1024 if rss else None
 
 
 class PidFileProcess:
@@ -165,15 +178,10 @@ class Service(PidFileProcess):
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            state = next(
-                (line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                 if line.startswith("State:")),
-                "",
-            )
         except OSError:
             return None
         # A recycled pid belongs to some other program: ours always name our home.
-        if str(self.home) not in cmdline or state == "Z":
+        if str(self.home) not in cmdline or exited(pid):
             return None
         return pid
 

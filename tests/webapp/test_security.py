@@ -25,12 +25,12 @@ def test_pages_and_answers_carry_the_security_headers(client, house_id):
         assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY", url
 
 
-
 def test_a_signed_in_users_answers_are_kept_by_no_cache(client, anonymous, house_id):
     for url in [f"/houses/{house_id}", "/api/houses", "/api/me/notifications", f"/api/houses/{house_id}/daily"]:
         assert client.get(url).headers["Cache-Control"] == "no-store", url
     assert "no-store" not in client.get("/static/app.css").headers.get("Cache-Control", "")  # its own caching
     assert "Cache-Control" not in anonymous.get("/login").headers  # nobody's data
+
 
 def test_trusted_hosts_from_the_settings(settings, monkeypatch):
     assert trusted_hosts(None, "127.0.0.2") == ["localhost", "127.0.0.1", "127.0.0.2"]
