@@ -57,8 +57,8 @@ def test_a_household_signs_in_and_sees_its_live_alerts_its_settings_and_no_other
 
             # its notification settings: saved from the form (a cookie session: the page's CSRF token)
             driver.get(f"{server.url}/settings/notifications")
-            WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "notify-form")))
-            email = driver.find_element(By.NAME, "email")
+            # its fields are enabled once the saved settings fill them
+            email = WebDriverWait(driver, 10).until(ec.element_to_be_clickable((By.NAME, "email")))
             email.clear()
             email.send_keys(f"{name}@example.org")
             driver.find_element(By.CSS_SELECTOR, "#notify-form button[type=submit]").click()

@@ -2,6 +2,7 @@
 // The notification settings form (GET/PUT /api/me/notifications) and the delivery history.
 (() => {
   const form = document.getElementById("notify-form");
+  const fields = document.getElementById("notify-fields");
   const status = document.getElementById("save-status");
   const secretState = document.getElementById("secret-state");
   const deliveries = document.getElementById("deliveries");
@@ -69,6 +70,10 @@
     }
   });
 
-  SMW.getJSON("/api/me/notifications").then(show).catch(error => { status.textContent = "could not load: " + error.message; });
+  // The fields stay disabled until the saved settings fill them (or for good if they cannot be read:
+  // saving would overwrite settings nobody has seen).
+  SMW.getJSON("/api/me/notifications")
+    .then(settings => { show(settings); fields.disabled = false; status.textContent = ""; })
+    .catch(error => { status.textContent = "could not load: " + error.message + " (reload the page)"; });
   loadDeliveries();
 })();
